@@ -1,0 +1,451 @@
+"""Point-in-time features, labels and the time split.
+
+One function, `build_features`, serves training (t0 = created_at + observation_days, per lead) and scoring
+(t0 = one as-of time for every lead). Features only use firmographics and events with occurred_at < t0, so a model
+never sees what happened after the moment it is asked to decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import polars as pl
+
+from features.schema import (
+    CONVERTED,
+    CONVERTED_AT,
+    CREATED_AT,
+    EVENT_TYPE,
+    EVENT_TYPES,
+    HIGH_INTENT_EVENTS,
+    LEAD_ID,
+    OCCURRED_AT,
+    OTHER_EVENT,
+    TS,
+)
+
+T0 = "t0"
+SCOPE = "scope"
+LABEL = "label"
+SPLIT = "split"
+IN_SCOPE = "in_scope"
+CONVERTED_BEFORE_T0 = "converted_before_t0"
+CENSORED = "censored"
+SCOPES: tuple[str, ...] = (IN_SCOPE, CONVERTED_BEFORE_T0, CENSORED)
+SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+#: Every event kind that gets its own features: the vocabulary plus the catch-all.
+EVENT_KINDS: tuple[str, ...] = (*EVENT_TYPES, OTHER_EVENT)
+#: Fixed look-backs (days) the derived features need, whatever the configured windows are.
+VELOCITY_RECENT_DAYS = 7
+VELOCITY_BASE_DAYS = 30
+BREADTH_DAYS = 90
+
+SENIORITY = "seniority"
+#: Seniority levels in the order the title rules are tried (first match wins).
+SENIORITY_LEVELS: tuple[str, ...] = ("executive", "vp", "director", "manager", "student", "individual_contributor")
+_SENIORITY_RULES: tuple[tuple[str, str], ...] = (
+    ("executive", r"\b(chief|ceo|cto|cfo|coo|cmo|cio|founder|co-?founder|owner|president)\b"),
+    ("vp", r"\b(vp|svp|evp|avp|vice president|head of)\b"),
+    ("director", r"\bdirector\b"),
+    ("manager", r"\b(manager|lead|supervisor)\b"),
+    ("student", r"\b(student|intern)\b"),
+)
+
+HIGH_INTENT_RECENCY = "days_since_high_intent"
+VELOCITY = "velocity_7d_vs_prior_23d"
+BREADTH = "breadth_90d"
+CAREERS_ONLY = "careers_only_90d"
+IS_STUDENT_DOMAIN = "is_student_domain"
+EMAIL_DOMAIN_KIND = "email_domain_kind"
+
+_DAY_US = 86_400 * 1_000_000
+_ROW = "_row"
+#: Page views that show interest in the product (a careers visit does not).
+_PRODUCT_PAGES: tuple[str, ...] = tuple(k for k in EVENT_TYPES if k.startswith("page_") and k != "page_careers")
+
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
+
+
+# ---------------------------------------------------------------- names
+
+
+def count_name(kind: str, window: int) -> str:
+    """Column name of the count of `kind` events in the `window` days before t0."""
+    return f"{kind}_{window}d"
+
+
+def recency_name(kind: str) -> str:
+    """Column name of the days since the last `kind` event before t0."""
+    return f"days_since_{kind}"
+
+
+def firmographic_columns(source: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(output name, source column) of the categorical features and the numeric feature columns.
+
+    A categorical with `parse: seniority` becomes `seniority`; its free-text source column is never a feature.
+    PII and the legacy score can never be declared as features.
+    """
+    categorical = source.get("categorical") or {}
+    numeric = list((source.get("numeric") or {}).keys())
+    cats: list[tuple[str, str]] = []
+    for col, meta in categorical.items():
+        parse = (meta or {}).get("parse")
+        if parse is None:
+            cats.append((col, col))
+        elif parse == SENIORITY:
+            cats.append((SENIORITY, col))
+        else:
+            raise ValueError(f"categorical column {col!r}: unknown parse {parse!r}; known: {SENIORITY!r}")
+    forbidden = set(source.get("pii") or []) | {"legacy_score", LEAD_ID, CREATED_AT}
+    bad = sorted(forbidden & ({src for _, src in cats} | set(numeric)))
+    if bad:
+        raise ValueError(f"columns {bad} are PII, identifiers or the legacy score and can never be features")
+    return cats, numeric
+
+
+def event_feature_names(windows: Sequence[int]) -> list[str]:
+    """Names of the event features, in output order."""
+    names = [count_name(k, w) for k in EVENT_KINDS for w in _windows(windows)]
+    names += [recency_name(k) for k in EVENT_KINDS]
+    return [*names, HIGH_INTENT_RECENCY, VELOCITY, BREADTH, CAREERS_ONLY]
+
+
+def feature_columns(source: Mapping[str, Any], windows: Sequence[int]) -> list[str]:
+    """Every feature column `build_features` writes for this source, in output order."""
+    cats, numeric = firmographic_columns(source)
+    names = [name for name, _ in cats] + numeric
+    if _has_student_flag(source):
+        names.append(IS_STUDENT_DOMAIN)
+    if source.get("has_events", True):
+        names += event_feature_names(windows)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"feature names collide: {dupes}; rename the source columns")
+    return names
+
+
+# ---------------------------------------------------------------- features
+
+
+def build_features(
+    leads: pl.LazyFrame,
+    events: pl.LazyFrame,
+    source: Mapping[str, Any],
+    *,
+    observation_days: int,
+    windows: Sequence[int],
+    as_of: datetime | None = None,
+) -> pl.LazyFrame:
+    """Features of every lead as known just before its decision time t0.
+
+    t0 is created_at + observation_days (training) or `as_of` for every lead (scoring); the same code serves both,
+    so a scored lead is described exactly as the training leads were. Only events with occurred_at < t0 count.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> utc = timezone.utc
+    >>> leads = pl.LazyFrame(
+    ...     {"lead_id": ["a", "b", "c"],
+    ...      "created_at": [datetime(2025, 1, d, tzinfo=utc) for d in (1, 2, 3)],
+    ...      "job_title": ["VP Sales", "Student", None]},
+    ...     schema_overrides={"created_at": TS},
+    ... )
+    >>> events = pl.LazyFrame(
+    ...     {"lead_id": ["a", "a", "b"],
+    ...      "occurred_at": [datetime(2025, 1, d, tzinfo=utc) for d in (5, 20, 4)],
+    ...      "event_type": ["page_pricing", "page_pricing", "page_careers"]},
+    ...     schema_overrides={"occurred_at": TS},
+    ... )
+    >>> source = {"categorical": {"job_title": {"group": "seniority", "parse": "seniority"}}, "has_events": True}
+    >>> out = build_features(leads, events, source, observation_days=14, windows=[7]).collect()
+    >>> out.select("lead_id", "seniority", "page_pricing_7d", "days_since_page_pricing", "careers_only_90d")
+    shape: (3, 5)
+    ┌─────────┬───────────┬─────────────────┬─────────────────────────┬──────────────────┐
+    │ lead_id ┆ seniority ┆ page_pricing_7d ┆ days_since_page_pricing ┆ careers_only_90d │
+    │ ---     ┆ ---       ┆ ---             ┆ ---                     ┆ ---              │
+    │ str     ┆ str       ┆ i32             ┆ f64                     ┆ i8               │
+    ╞═════════╪═══════════╪═════════════════╪═════════════════════════╪══════════════════╡
+    │ a       ┆ vp        ┆ 0               ┆ 10.0                    ┆ 0                │
+    │ b       ┆ student   ┆ 0               ┆ null                    ┆ 1                │
+    │ c       ┆ null      ┆ 0               ┆ null                    ┆ 0                │
+    └─────────┴───────────┴─────────────────┴─────────────────────────┴──────────────────┘
+    """
+    names = feature_columns(source, windows)  # validates the source before any work
+    cats, numeric = firmographic_columns(source)
+    base = leads.select(
+        pl.col(LEAD_ID),
+        _t0_expr(observation_days, as_of).alias(T0),
+        *[_categorical_expr(name, src) for name, src in cats],
+        *[pl.col(c).cast(pl.Float64).alias(c) for c in numeric],
+        *([_student_expr()] if _has_student_flag(source) else []),
+    )
+    if not source.get("has_events", True):
+        return base.select(LEAD_ID, T0, *names)
+    # A row number stands in for lead_id after the one join, so the heavy grouping hashes integers, not strings.
+    base = base.with_row_index(_ROW)
+    per_lead = _event_features(base.select(_ROW, LEAD_ID, T0), events, windows)
+    counts = [count_name(k, w) for k in EVENT_KINDS for w in _windows(windows)]
+    return (
+        base.join(per_lead, on=_ROW, how="left", maintain_order="left")
+        .with_columns(
+            pl.col(counts).fill_null(0),
+            pl.col(VELOCITY).fill_null(1.0),
+            pl.col(BREADTH).fill_null(0),
+            pl.col(CAREERS_ONLY).fill_null(0),
+        )
+        .select(LEAD_ID, T0, *names)
+    )
+
+
+def parse_seniority(title: pl.Expr) -> pl.Expr:
+    """Seniority level from a free-text job title (first matching rule wins; null title -> null).
+
+    Examples
+    --------
+    >>> pl.DataFrame({"t": ["Chief Revenue Officer", "Vice President, Sales", "IT intern"]}).select(
+    ...     parse_seniority(pl.col("t")).alias("seniority"))
+    shape: (3, 1)
+    ┌───────────┐
+    │ seniority │
+    │ ---       │
+    │ str       │
+    ╞═══════════╡
+    │ executive │
+    │ vp        │
+    │ student   │
+    └───────────┘
+    """
+    # "vice president" must not count as a president: rewrite it before the executive rule runs.
+    text = title.cast(pl.String).str.to_lowercase().str.replace_all(r"vice[\s-]+president", "vp")
+    expr: pl.Expr = pl.lit("individual_contributor", dtype=pl.String)
+    for level, pattern in reversed(_SENIORITY_RULES):
+        expr = pl.when(text.str.contains(pattern)).then(pl.lit(level)).otherwise(expr)
+    return pl.when(title.is_null()).then(pl.lit(None, dtype=pl.String)).otherwise(expr)
+
+
+def _windows(windows: Sequence[int]) -> list[int]:
+    out = sorted({int(w) for w in windows})
+    if not out or out[0] <= 0:
+        raise ValueError(f"windows must be positive day counts, got {list(windows)}")
+    return out
+
+
+def _t0_expr(observation_days: int, as_of: datetime | None) -> pl.Expr:
+    if as_of is None:
+        return (pl.col(CREATED_AT).cast(TS) + pl.duration(days=observation_days)).cast(TS)
+    return pl.lit(_utc(as_of), dtype=TS)
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def _categorical_expr(name: str, src: str) -> pl.Expr:
+    if name == SENIORITY and src != SENIORITY:
+        return parse_seniority(pl.col(src)).alias(SENIORITY)
+    return pl.col(src).cast(pl.String).alias(name)
+
+
+def _has_student_flag(source: Mapping[str, Any]) -> bool:
+    return EMAIL_DOMAIN_KIND in (source.get("categorical") or {})
+
+
+def _student_expr() -> pl.Expr:
+    kind = pl.col(EMAIL_DOMAIN_KIND).cast(pl.String).str.to_lowercase()
+    return (kind == "student").cast(pl.Int8).alias(IS_STUDENT_DOMAIN)
+
+
+def _event_features(lead_t0: pl.LazyFrame, events: pl.LazyFrame, windows: Sequence[int]) -> pl.LazyFrame:
+    """Per-lead event features keyed by `_ROW`, one row per lead with at least one event before its t0.
+
+    One pass over the events: join each to its lead's t0, keep occurred_at < t0, and count per
+    (lead, kind, age bucket) cell together with the youngest age. The cell is packed into one integer key,
+    which groups much faster than three columns. Everything else is arithmetic on the small cell table.
+    """
+    wins = _windows(windows)
+    edges = sorted({*wins, VELOCITY_RECENT_DAYS, VELOCITY_BASE_DAYS, BREADTH_DAYS})
+    n_kinds, n_buckets = len(EVENT_KINDS), len(edges) + 1
+    kind_code = {k: i for i, k in enumerate(EVENT_KINDS)}
+    age = (pl.col(T0) - pl.col(OCCURRED_AT)).dt.total_microseconds()
+    # bucket b holds ages in (edges[b-1], edges[b]] days; len(edges) means older than every edge.
+    bucket = pl.sum_horizontal([(age > e * _DAY_US).cast(pl.UInt64) for e in edges])
+    kind = (
+        pl.col(EVENT_TYPE)
+        .cast(pl.String)
+        .replace_strict(kind_code, default=kind_code[OTHER_EVENT], return_dtype=pl.UInt64)
+    )
+    key = (pl.col(_ROW).cast(pl.UInt64) * n_kinds + kind) * n_buckets + bucket
+    cells = (
+        events.select(LEAD_ID, OCCURRED_AT, EVENT_TYPE)
+        .join(lead_t0, on=LEAD_ID, how="inner")
+        .filter(pl.col(OCCURRED_AT) < pl.col(T0))
+        .select(key.alias("_key"), age.alias("_age"))
+        .group_by("_key")
+        .agg(pl.len().cast(pl.Int32).alias("_n"), pl.col("_age").min().alias("_min_age"))
+        .select(
+            (pl.col("_key") // (n_kinds * n_buckets)).cast(pl.get_index_type()).alias(_ROW),
+            ((pl.col("_key") // n_buckets) % n_kinds).cast(pl.UInt8).alias("_kind"),
+            (pl.col("_key") % n_buckets).cast(pl.UInt8).alias("_bucket"),
+            "_n",
+            "_min_age",
+        )
+    )
+
+    def within(days: int) -> pl.Expr:
+        return pl.col("_bucket") <= edges.index(days)
+
+    def of_kinds(kinds: Sequence[str]) -> pl.Expr:
+        codes = [kind_code[k] for k in kinds]
+        return pl.col("_kind") == codes[0] if len(codes) == 1 else pl.col("_kind").is_in(codes)
+
+    def count(cond: pl.Expr) -> pl.Expr:
+        return pl.col("_n").filter(cond).sum().cast(pl.Int32)
+
+    def last_days(kinds: Sequence[str]) -> pl.Expr:
+        return (pl.col("_min_age").filter(of_kinds(kinds)).min() / _DAY_US).cast(pl.Float64)
+
+    aggs: list[pl.Expr] = [count(of_kinds([k]) & within(w)).alias(count_name(k, w)) for k in EVENT_KINDS for w in wins]
+    aggs += [last_days([k]).alias(recency_name(k)) for k in EVENT_KINDS]
+    aggs += [last_days(HIGH_INTENT_EVENTS).alias(HIGH_INTENT_RECENCY)]
+    aggs += [
+        count(within(VELOCITY_RECENT_DAYS)).alias("_recent"),
+        count(within(VELOCITY_BASE_DAYS)).alias("_base"),
+        pl.col("_kind").filter(within(BREADTH_DAYS)).n_unique().cast(pl.Int32).alias(BREADTH),
+        count(of_kinds(["page_careers"]) & within(BREADTH_DAYS)).alias("_careers"),
+        count(of_kinds(sorted({*_PRODUCT_PAGES, *HIGH_INTENT_EVENTS})) & within(BREADTH_DAYS)).alias("_intent"),
+    ]
+    prior_days = VELOCITY_BASE_DAYS - VELOCITY_RECENT_DAYS
+    velocity = ((pl.col("_recent") + 1) / VELOCITY_RECENT_DAYS) / (
+        (pl.col("_base") - pl.col("_recent") + 1) / prior_days
+    )
+    return (
+        cells.group_by(_ROW)
+        .agg(aggs)
+        .with_columns(
+            velocity.alias(VELOCITY),
+            ((pl.col("_careers") > 0) & (pl.col("_intent") == 0)).cast(pl.Int8).alias(CAREERS_ONLY),
+        )
+        .drop("_recent", "_base", "_careers", "_intent")
+    )
+
+
+# ---------------------------------------------------------------- labels and split
+
+
+def label_leads(
+    features: pl.LazyFrame,
+    outcomes: pl.LazyFrame,
+    *,
+    horizon_days: int,
+    snapshot_at: datetime,
+    has_outcome_times: bool,
+) -> pl.LazyFrame:
+    """Add `scope` and `label`: converted within horizon_days after t0 (t0 <= converted_at < t0 + H).
+
+    Scopes: `converted_before_t0` (already a customer at decision time: nothing to predict), `censored` (the
+    window t0 + H runs past snapshot_at, so the outcome is not yet known; converted leads with an unknown time are
+    censored too), `in_scope` (label 0/1). A window that is incomplete is censored whether or not the lead already
+    converted in it: keeping the early converters but dropping the rest would inflate the newest period's rate.
+    Without outcome times the label is `converted` and every lead is in scope. Leads missing from outcomes count
+    as not converted.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> utc = timezone.utc
+    >>> feats = pl.LazyFrame({"lead_id": ["a", "b", "c"],
+    ...                       "t0": [datetime(2025, 1, 10, tzinfo=utc)] * 2 + [datetime(2025, 3, 1, tzinfo=utc)]},
+    ...                      schema_overrides={"t0": TS})
+    >>> outs = pl.LazyFrame({"lead_id": ["a", "b", "c"], "converted": [True, True, False],
+    ...                      "converted_at": [datetime(2025, 1, 5, tzinfo=utc), datetime(2025, 2, 1, tzinfo=utc), None]},
+    ...                     schema_overrides={"converted_at": TS})
+    >>> label_leads(feats, outs, horizon_days=60, snapshot_at=datetime(2025, 4, 1, tzinfo=utc),
+    ...             has_outcome_times=True).select("lead_id", "scope", "label").collect()
+    shape: (3, 3)
+    ┌─────────┬─────────────────────┬───────┐
+    │ lead_id ┆ scope               ┆ label │
+    │ ---     ┆ ---                 ┆ ---   │
+    │ str     ┆ str                 ┆ i8    │
+    ╞═════════╪═════════════════════╪═══════╡
+    │ a       ┆ converted_before_t0 ┆ null  │
+    │ b       ┆ in_scope            ┆ 1     │
+    │ c       ┆ censored            ┆ null  │
+    └─────────┴─────────────────────┴───────┘
+    """
+    outs = outcomes.select(
+        pl.col(LEAD_ID),
+        pl.col(CONVERTED).cast(pl.Boolean).alias("_conv"),
+        pl.col(CONVERTED_AT).cast(TS).alias("_conv_at"),
+    )
+    frame = features.join(outs, on=LEAD_ID, how="left", maintain_order="left").with_columns(
+        pl.col("_conv").fill_null(False)
+    )
+    if not has_outcome_times:
+        return frame.with_columns(
+            pl.lit(IN_SCOPE).alias(SCOPE), pl.col("_conv").cast(pl.Int8).alias(LABEL)
+        ).drop("_conv", "_conv_at")
+    t0 = pl.col(T0)
+    end = t0 + pl.duration(days=horizon_days)
+    conv, at = pl.col("_conv"), pl.col("_conv_at")
+    scope = (
+        pl.when(conv & at.is_not_null() & (at < t0))
+        .then(pl.lit(CONVERTED_BEFORE_T0))
+        .when((end > pl.lit(_utc(snapshot_at), dtype=TS)) | (conv & at.is_null()))
+        .then(pl.lit(CENSORED))
+        .otherwise(pl.lit(IN_SCOPE))
+    )
+    label = pl.when(pl.col(SCOPE) == IN_SCOPE).then((conv & (at >= t0) & (at < end)).fill_null(False).cast(pl.Int8))
+    return (
+        frame.with_columns(scope.alias(SCOPE))
+        .with_columns(label.otherwise(None).cast(pl.Int8).alias(LABEL))
+        .drop("_conv", "_conv_at")
+    )
+
+
+def time_split(df: Frame, *, train: float, valid: float, test: float) -> Frame:
+    """Add `split` (train oldest, valid, test newest) by t0, ties broken by lead_id: never random.
+
+    Only in-scope rows get a split when the frame has a `scope` column; the others get null. Shares are
+    normalised to sum to 1. The result is sorted by (t0, lead_id).
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> df = pl.DataFrame({"lead_id": ["c", "a", "b"],
+    ...                    "t0": [datetime(2025, 1, d, tzinfo=timezone.utc) for d in (3, 1, 2)]})
+    >>> time_split(df, train=1, valid=1, test=1)
+    shape: (3, 3)
+    ┌─────────┬─────────────────────────┬───────┐
+    │ lead_id ┆ t0                      ┆ split │
+    │ ---     ┆ ---                     ┆ ---   │
+    │ str     ┆ datetime[μs, UTC]       ┆ str   │
+    ╞═════════╪═════════════════════════╪═══════╡
+    │ a       ┆ 2025-01-01 00:00:00 UTC ┆ train │
+    │ b       ┆ 2025-01-02 00:00:00 UTC ┆ valid │
+    │ c       ┆ 2025-01-03 00:00:00 UTC ┆ test  │
+    └─────────┴─────────────────────────┴───────┘
+    """
+    shares = [float(train), float(valid), float(test)]
+    if min(shares) < 0 or sum(shares) <= 0:
+        raise ValueError(f"split shares must be >= 0 and not all 0, got {shares}")
+    total = sum(shares)
+    cut_train, cut_valid = shares[0] / total, (shares[0] + shares[1]) / total
+    columns = df.collect_schema().names()
+    member = (pl.col(SCOPE) == IN_SCOPE).fill_null(False) if SCOPE in columns else pl.int_range(pl.len()) >= 0
+    pos = member.cast(pl.Int64).cum_sum()  # 1-based position among members, in (t0, lead_id) order
+    n = member.cast(pl.Int64).sum()
+    split = (
+        pl.when(~member)
+        .then(pl.lit(None, dtype=pl.String))
+        .when(pos <= (n * cut_train).round())
+        .then(pl.lit("train"))
+        .when(pos <= (n * cut_valid).round())
+        .then(pl.lit("valid"))
+        .otherwise(pl.lit("test"))
+    )
+    return df.sort(T0, LEAD_ID).with_columns(split.alias(SPLIT))
+

@@ -1,0 +1,72 @@
+"""The trained bundle: booster, feature spec, calibrator and threshold, used the same way by every consumer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from models.calibration import Calibrator, percentile, to_score
+
+SQL = "SQL"
+NURTURE = "nurture"
+
+
+@dataclass
+class Bundle:
+    """What `score`, `explain` and the MLflow pyfunc need; built from plain text and JSON, never from pickles."""
+
+    booster: lgb.Booster
+    spec: dict[str, Any]
+    calibrator: Calibrator
+    reference: np.ndarray
+    threshold: dict[str, Any]
+    _names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._names = [f["name"] for f in self.spec["features"]]
+        if self.booster.feature_name() != self._names:
+            raise ValueError(
+                "model and feature spec disagree on the features: "
+                f"model has {self.booster.feature_name()}, spec has {self._names}"
+            )
+
+    @property
+    def threshold_probability(self) -> float:
+        return float(self.threshold["threshold_probability"])
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
+
+    def probability(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrator.predict(self.margin(X))
+
+    def decide(self, p: np.ndarray) -> np.ndarray:
+        return np.where(p >= self.threshold_probability, SQL, NURTURE)
+
+    def score(self, p: np.ndarray) -> np.ndarray:
+        return to_score(p)
+
+    def percentile(self, p: np.ndarray) -> np.ndarray:
+        return percentile(p, self.reference)
+
+
+BUNDLE_FILES = {
+    "model": "model.txt",
+    "spec": "feature_spec.json",
+    "calibrator": "calibrator.json",
+    "threshold": "threshold.json",
+}
+
+
+def bundle_from_parts(model_text: str, spec: dict[str, Any], calibrator: dict[str, Any], threshold: dict[str, Any]) -> Bundle:
+    """Assemble a bundle from the text of its files (see BUNDLE_FILES)."""
+    return Bundle(
+        booster=lgb.Booster(model_str=model_text),
+        spec=spec,
+        calibrator=Calibrator.from_dict(calibrator["calibrator"]),
+        reference=np.asarray(calibrator["reference"], dtype=np.float64),
+        threshold=threshold,
+    )

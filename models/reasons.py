@@ -1,0 +1,237 @@
+"""Reason codes: SHAP contributions grouped into business groups, turned into score points and plain sentences.
+
+The sentences live in a YAML catalog (models/reasons.yaml, plus `reason` templates that a source mapping gives its
+own columns). A template is filled with the lead's own values; a feature the catalog cannot phrase is an error, never
+a silent fallback to the column name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from features.schema import EVENT_TYPES, GROUPS
+
+_CONDITION = re.compile(r"^\s*(\w+)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
+_PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^}|]+)(?:\|([^}]+))?)?\}")
+
+SENIORITY_LABEL = {
+    "executive": "Executive",
+    "vp": "VP",
+    "director": "Director",
+    "manager": "Manager",
+    "individual_contributor": "Individual-contributor",
+    "student": "Student",
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason a rep reads: its business group, its sentence, and what it added to the 0-100 score."""
+
+    group: str
+    label: str
+    text: str
+    points: float
+    log_odds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CatalogError(KeyError):
+    """The catalog cannot phrase a feature or group: fix the YAML, do not fall back to a column name."""
+
+
+def group_contributions(contrib: np.ndarray, spec: Mapping[str, Any]) -> tuple[list[str], np.ndarray]:
+    """Sum per-feature log-odds contributions (n, F[+1]) into business groups (n, G), in a stable group order."""
+    feats = spec["features"]
+    groups = sorted({f["group"] for f in feats}, key=lambda g: (list(GROUPS).index(g) if g in GROUPS else 99, g))
+    index = {g: i for i, g in enumerate(groups)}
+    out = np.zeros((contrib.shape[0], len(groups)))
+    for j, f in enumerate(feats):
+        out[:, index[f["group"]]] += contrib[:, j]
+    return groups, out
+
+
+def to_points(group_contrib: np.ndarray, score: np.ndarray, base_score: float, margin: np.ndarray,
+              base_margin: float, slope_at: np.ndarray) -> np.ndarray:
+    """Share each lead's score above the average lead's score among its groups, in proportion to log-odds.
+
+    The secant (score - base_score) / (margin - base_margin) converts log-odds to points, so a lead's points add up
+    exactly to its score minus the average lead's; where the margin barely moves, the local slope is used instead.
+    """
+    diff = margin - base_margin
+    close = np.abs(diff) < 1e-6
+    slope = np.where(close, slope_at, (score - base_score) / np.where(close, 1.0, diff))
+    return group_contrib * slope[:, None]
+
+
+def derived_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Values templates may use beyond the raw features: labels and sums a sentence reads better with."""
+    out = dict(values)
+    if "seniority" in values:
+        out["seniority_label"] = SENIORITY_LABEL.get(str(values["seniority"]), "Unknown-seniority")
+    for window in (7, 30, 90):
+        parts = [f"{k}_{window}d" for k in ("page_product", "page_docs", "page_blog", "content_download")]
+        if all(p in values for p in parts):
+            out[f"research_{window}d"] = sum(_num(values[p]) for p in parts)
+        parts = [f"{k}_{window}d" for k in ("demo_request", "trial_start", "meeting")]
+        if all(p in values for p in parts):
+            out[f"demo_trial_{window}d"] = sum(_num(values[p]) for p in parts)
+    return out
+
+
+def _num(v: Any) -> float:
+    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _holds(condition: str, values: Mapping[str, Any]) -> bool:
+    m = _CONDITION.match(condition)
+    if not m:
+        raise CatalogError(f"cannot read condition {condition!r}; expected 'name OP value'")
+    name, op, raw = m.groups()
+    if name not in values:
+        return False
+    v = values[name]
+    if raw == "null":
+        return (op == "==") == _is_missing(v)
+    if _is_missing(v):
+        return False
+    target: Any = raw.strip("'\"") if raw[0] in "'\"" else float(raw)
+    left: Any = v if isinstance(target, str) else float(v)
+    return {">": left > target, ">=": left >= target, "<": left < target, "<=": left <= target,
+            "==": left == target, "!=": left != target}[op]
+
+
+def _fmt(v: Any) -> str:
+    if _is_missing(v):
+        return "unknown"
+    if isinstance(v, float):
+        return str(int(round(v))) if abs(v - round(v)) < 1e-9 or abs(v) >= 10 else f"{v:.1f}"
+    return str(v)
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str | None:
+    """Fill `{name}` and `{name|noun}` / `{name|noun|plural}` placeholders; None if a value is absent or missing."""
+    missing = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal missing
+        name, noun, plural = m.groups()
+        if name not in values or _is_missing(values[name]):
+            missing = True
+            return ""
+        text = _fmt(values[name])
+        if noun:
+            one = _is_number(values[name]) and abs(float(values[name]) - 1.0) < 1e-9
+            text = f"{text} {noun if one else (plural or noun + 's')}"
+        return text
+
+    out = _PLACEHOLDER.sub(sub, template)
+    return None if missing else out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating)
+
+
+def _variants(entry: Any) -> list[dict[str, Any]]:
+    if entry is None:
+        return []
+    if isinstance(entry, str):
+        return [{"text": entry}]
+    return [v if isinstance(v, dict) else {"text": v} for v in entry]
+
+
+def render(group: str, direction: str, values: Mapping[str, Any], catalog: Mapping[str, Any],
+           *, top_feature: str | None = None, spec_templates: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """The sentence for one group and direction ('for' or 'against'), filled with the lead's values.
+
+    Group variants are tried in order (the first whose `if` holds and whose placeholders all have values wins);
+    then the template of the group's strongest feature (catalog `features:` or the source mapping's `reason`).
+    """
+    vals = derived_values(values)
+    for variant in _variants(catalog.get("groups", {}).get(group, {}).get(direction)):
+        conditions = variant.get("if", [])
+        conditions = [conditions] if isinstance(conditions, str) else conditions
+        if all(_holds(c, vals) for c in conditions):
+            text = fill(variant["text"], vals)
+            if text is not None:
+                return text
+    if top_feature is not None:
+        templates = dict(catalog.get("features", {}).get(top_feature, {}))
+        templates.update((spec_templates or {}).get(top_feature, {}))
+        for variant in _variants(templates.get(direction)):
+            text = fill(variant["text"], {**vals, "value": vals.get(top_feature)})
+            if text is not None:
+                return text
+    raise CatalogError(f"no template can phrase group {group!r} ({direction}) for feature {top_feature!r}")
+
+
+def group_label(group: str, catalog: Mapping[str, Any]) -> str:
+    return str(catalog.get("groups", {}).get(group, {}).get("label", GROUPS.get(group, group)))
+
+
+def spec_templates(spec: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """`reason` templates a source mapping gave its own columns, carried in the feature spec."""
+    return {f["name"]: f["reason"] for f in spec["features"] if f.get("reason")}
+
+
+def reasons_for_lead(
+    values: Mapping[str, Any],
+    contrib_row: np.ndarray,
+    points_row: np.ndarray,
+    groups: Sequence[str],
+    spec: Mapping[str, Any],
+    catalog: Mapping[str, Any],
+    *,
+    top: int = 3,
+) -> tuple[list[Reason], Reason | None]:
+    """Top reasons for (at least `top`, by points) and the strongest reason against (None when nothing pulls down)."""
+    feats = spec["features"]
+    templates = spec_templates(spec)
+    group_logodds = np.zeros(len(groups))
+    best_feature: dict[str, tuple[float, str]] = {}
+    gindex = {g: i for i, g in enumerate(groups)}
+    for j, f in enumerate(feats):
+        g = f["group"]
+        group_logodds[gindex[g]] += contrib_row[j]
+        if g not in best_feature or abs(contrib_row[j]) > best_feature[g][0]:
+            best_feature[g] = (abs(contrib_row[j]), f["name"])
+
+    def make(i: int, direction: str) -> Reason:
+        g = groups[i]
+        text = render(g, direction, values, catalog, top_feature=best_feature[g][1], spec_templates=templates)
+        return Reason(g, group_label(g, catalog), text, round(float(points_row[i]), 1), round(float(group_logodds[i]), 4))
+
+    order = np.argsort(-points_row, kind="stable")
+    chosen = [int(i) for i in order[:top]]
+    reasons = [make(i, "for" if points_row[i] > 0 else "against") for i in chosen]
+    worst = int(np.argmin(points_row))
+    against = make(worst, "against") if points_row[worst] < 0 and worst not in chosen else None
+    return reasons, against
+
+
+def activity_summary(values: Mapping[str, Any], catalog: Mapping[str, Any], *, window: int = 30) -> str:
+    """'In the last 30 days: 3 pricing-page views, 1 demo request ...' from the lead's own counts."""
+    nouns = catalog.get("event_nouns", {})
+    parts = []
+    for kind in EVENT_TYPES:
+        n = values.get(f"{kind}_{window}d")
+        if n is None or _is_missing(n) or float(n) <= 0:
+            continue
+        one, many = nouns.get(kind, [kind.replace("_", " "), kind.replace("_", " ") + "s"])
+        parts.append(f"{int(n)} {one if int(n) == 1 else many}")
+    if not parts:
+        return f"No tracked activity in the last {window} days."
+    return f"In the last {window} days: " + ", ".join(parts) + "."

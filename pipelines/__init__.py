@@ -1,0 +1,1 @@
+"""leadlift: pipelines."""

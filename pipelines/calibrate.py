@@ -1,0 +1,125 @@
+"""`calibrate` stage: calibrate probabilities on the valid split and choose the handoff threshold.
+
+python -m pipelines.calibrate --features data/features/features.parquet --model data/artifacts/model.txt \
+    --spec data/artifacts/feature_spec.json --calibrator data/artifacts/calibrator.json \
+    --threshold data/artifacts/threshold.json --train-run data/artifacts/train_run.json \
+    --run data/artifacts/calibrate_run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features.spec import to_matrix
+from models.calibration import fit_calibrator, percentile_reference, to_score
+from models.metrics import ece
+from models.threshold import bootstrap_interval, choose_threshold
+from pipelines import tracking
+from pipelines.io import load_params, read_json, write_json
+
+LEGACY_CUTOFFS = (70, 80)
+
+
+def period_weeks(t0: pl.Series) -> float:
+    """Length of a split's decision-time period in weeks (at least one day), for per-week rates."""
+    span = (t0.max() - t0.min()).total_seconds() / 86400.0  # type: ignore[operator, union-attr]
+    return max(span, 1.0) / 7.0
+
+
+def policy_inputs(params: dict[str, Any]) -> dict[str, Any]:
+    keys = ("value_per_conversion", "cost_per_handoff", "reps", "leads_per_rep_per_week", "precision_target", "recall_target")
+    return {k: params[k] for k in keys}
+
+
+def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (calibrator.json, threshold.json) contents."""
+    valid = frame.filter(pl.col("split") == "valid")
+    train = frame.filter(pl.col("split") == "train")
+    y = valid["label"].to_numpy().astype(np.float64)
+    margin = booster.predict(to_matrix(valid, spec), raw_score=True)
+    calibrator = fit_calibrator(
+        margin, y, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
+    )
+    p = calibrator.predict(margin)
+    p_train = calibrator.predict(booster.predict(to_matrix(train, spec), raw_score=True))
+    weeks = period_weeks(valid["t0"])
+    has_legacy = "legacy_score" in valid.columns and valid["legacy_score"].null_count() < valid.height
+    legacy_handoffs = int((valid["legacy_score"] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy else None
+    inputs = policy_inputs(params)
+    kwargs = dict(policy=params["policy"], weeks=weeks, legacy_handoffs=legacy_handoffs, **inputs)
+    t = float(choose_threshold(y, p, **kwargs))
+    lo, hi = bootstrap_interval(y, p, n=int(params["bootstrap"]), seed=int(params["base"]["seed"]), level=0.9, **kwargs)
+    calib = {
+        "calibrator": calibrator.to_dict(),
+        "reference": [float(v) for v in percentile_reference(p_train)],
+        "valid_ece_uncalibrated": ece(y, 1.0 / (1.0 + np.exp(-margin))),
+        "valid_ece": ece(y, p),
+        "valid_positives": int(y.sum()),
+    }
+    threshold = {
+        "policy": params["policy"],
+        "inputs": {**inputs, "legacy_handoffs_valid": legacy_handoffs, "valid_weeks": round(weeks, 4)},
+        "threshold_probability": t,
+        "threshold_score": int(to_score(np.array([t]))[0]),
+        "interval_90": {"probability": [float(lo), float(hi)], "score": [int(s) for s in to_score(np.array([lo, hi]))]},
+        "expected_handoffs_per_week": float((p >= t).sum() / weeks),
+        "chosen_on": "valid",
+        "method": calibrator.method,
+    }
+    return calib, threshold
+
+
+def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: dict[str, Any], files: list[Path],
+                    train_run: dict[str, str]) -> dict[str, str]:
+    """Each calibration (each threshold experiment) is its own MLflow run, nested under its training run."""
+    import mlflow
+
+    tracking.set_experiment()
+    with mlflow.start_run(run_name=f"calibrate-{threshold['policy']}",
+                          tags={"mlflow.parentRunId": train_run["run_id"],
+                                "leadlift.training_run_id": train_run["run_id"],
+                                "leadlift.stage": "calibrate", "git_commit": tracking.git_commit()}) as run:
+        mlflow.log_params(tracking.flatten({"calibrate": {k: v for k, v in params.items() if k != "base"}}))
+        mlflow.log_metrics({
+            "threshold_probability": threshold["threshold_probability"],
+            "threshold_score": threshold["threshold_score"],
+            "expected_handoffs_per_week": threshold["expected_handoffs_per_week"],
+            "valid_ece": calib["valid_ece"],
+            "valid_ece_uncalibrated": calib["valid_ece_uncalibrated"],
+        })
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="calibration")
+        return {"run_id": run.info.run_id, "training_run_id": train_run["run_id"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--features", type=Path, default=Path("data/features/features.parquet"))
+    ap.add_argument("--model", type=Path, default=Path("data/artifacts/model.txt"))
+    ap.add_argument("--spec", type=Path, default=Path("data/artifacts/feature_spec.json"))
+    ap.add_argument("--calibrator", type=Path, default=Path("data/artifacts/calibrator.json"))
+    ap.add_argument("--threshold", type=Path, default=Path("data/artifacts/threshold.json"))
+    ap.add_argument("--train-run", type=Path, default=Path("data/artifacts/train_run.json"))
+    ap.add_argument("--run", type=Path, default=Path("data/artifacts/calibrate_run.json"))
+    args = ap.parse_args()
+    params = load_params("calibrate")
+    frame = pl.read_parquet(args.features)
+    calib, threshold = run(frame, lgb.Booster(model_file=str(args.model)), read_json(args.spec), params)
+    write_json(args.calibrator, calib)
+    write_json(args.threshold, threshold)
+    run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))
+    write_json(args.run, run_info)
+    lo, hi = threshold["interval_90"]["score"]
+    print(f"calibrate: {calib['calibrator']['method']} (valid ECE {calib['valid_ece_uncalibrated']:.3f} -> "
+          f"{calib['valid_ece']:.3f}); policy {threshold['policy']}: hand off at score >= {threshold['threshold_score']} "
+          f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""The `leadlift` command line (typer + rich). Exit codes: 0 done, 1 failed, 2 bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from pipelines.io import BadInput
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exits_cleanly(fn: F) -> F:
+    """Bad input -> a message naming file/column/row and exit 2; anything else a one-line error and exit 1."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as e:
+            console.print(f"[bold red]bad input:[/] {e}")
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+            from features.contract import ContractError
+
+            if isinstance(e, ContractError):
+                console.print(f"[bold red]bad input:[/] {e}")
+                raise typer.Exit(2) from None
+            console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}")
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@exits_cleanly
+def generate(
+    leads: Annotated[int, typer.Option(help="Number of leads.")] = 20000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+    out: Annotated[Path, typer.Option(help="Folder for leads/events/outcomes/truth parquet.")] = Path("data/raw"),
+    start: Annotated[str, typer.Option(help="First creation date (YYYY-MM-DD).")] = "2025-01-01",
+    months: Annotated[int, typer.Option(help="Months of lead creation.")] = 15,
+) -> None:
+    """Write a seeded synthetic CRM export (leads, events, outcomes, and ground truth)."""
+    from pipelines.generate import run
+    from pipelines.io import load_params
+
+    base = load_params("generate")["base"] if Path("params.yaml").exists() else {"observation_days": 14, "horizon_days": 60}
+    summary = run(out, leads=leads, seed=seed, start=start, months=months,
+                  observation_days=int(base["observation_days"]), horizon_days=int(base["horizon_days"]))
+    console.print(summary)
+
+
+@app.command()
+@exits_cleanly
+def validate(
+    leads: Annotated[Path, typer.Option(help="Leads file (CSV or Parquet).")],
+    events: Annotated[Path | None, typer.Option(help="Events file.")] = None,
+    outcomes: Annotated[Path | None, typer.Option(help="Outcomes file.")] = None,
+    source: Annotated[Path | None, typer.Option(help="Source mapping YAML for a non-canonical export.")] = None,
+) -> None:
+    """Check an export against the data contract and print a readable report; exit 2 on file-level problems."""
+    from pipelines.ingest import print_report
+    from pipelines.ingest import validate as run_validate
+
+    print_report(run_validate(leads, events, outcomes, source))
+
+
+@app.command()
+@exits_cleanly
+def score(
+    leads: Annotated[Path, typer.Option(help="New leads (CSV or Parquet, canonical columns).")],
+    out: Annotated[Path, typer.Option(help="Scored output; .parquet or .csv.")],
+    events: Annotated[Path | None, typer.Option(help="Their events.")] = None,
+    as_of: Annotated[datetime | None, typer.Option(help="Decision time (UTC); default: newest event, else now.")] = None,
+    quarantine: Annotated[Path | None, typer.Option(help="Rejected rows; default <out stem>.quarantine.csv.")] = None,
+    model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")] = "data/artifacts",
+    chunk_size: Annotated[int, typer.Option(help="Leads per chunk; memory stays flat as the batch grows.")] = 50000,
+) -> None:
+    """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL."""
+    from pipelines.score import score_file
+
+    report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,
+                        chunk_size=chunk_size, console=console)
+    console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}; "
+                  f"{report['sql']} SQL -> {out}")
+
+
+@app.command()
+@exits_cleanly
+def threshold(
+    policy: Annotated[str, typer.Option(help="expected_value | capacity | precision_target | recall_target | legacy_volume")],
+    model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI.")] = "data/artifacts",
+    features: Annotated[Path, typer.Option(help="Features with splits (from featurize).")] = Path("data/features/features.parquet"),
+    value_per_conversion: Annotated[float | None, typer.Option()] = None,
+    cost_per_handoff: Annotated[float | None, typer.Option()] = None,
+    reps: Annotated[int | None, typer.Option()] = None,
+    leads_per_rep_per_week: Annotated[int | None, typer.Option()] = None,
+    precision_target: Annotated[float | None, typer.Option()] = None,
+    recall_target: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """What-if: choose a threshold with another policy on the trained bundle and compare it with legacy 70/80."""
+    from pipelines.whatif import print_table, what_if
+
+    overrides = {k: v for k, v in {
+        "value_per_conversion": value_per_conversion, "cost_per_handoff": cost_per_handoff, "reps": reps,
+        "leads_per_rep_per_week": leads_per_rep_per_week, "precision_target": precision_target,
+        "recall_target": recall_target}.items() if v is not None}
+    print_table(what_if(model, features, policy=policy, overrides=overrides))
+
+
+@app.command()
+@exits_cleanly
+def explain(
+    leads: Annotated[Path, typer.Option(help="Leads to explain (CSV or Parquet).")],
+    events: Annotated[Path | None, typer.Option(help="Their events.")] = None,
+    as_of: Annotated[datetime | None, typer.Option(help="Decision time (UTC).")] = None,
+    lead_id: Annotated[list[str] | None, typer.Option(help="Only these leads (repeatable).")] = None,
+    model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI.")] = "data/artifacts",
+) -> None:
+    """Print the handoff note (reasons, who, urgency, activity) for leads, SQL or not."""
+    from pipelines.score import explain_file
+
+    for text in explain_file(leads, events=events, as_of=as_of, lead_ids=lead_id, model=model):
+        typer.echo(text)
+
+
+@app.command("run-source")
+@exits_cleanly
+def run_source(
+    source: Annotated[Path, typer.Option(help="Source mapping YAML (sources/*.yaml).")],
+    report: Annotated[Path, typer.Option(help="Where to write the metrics JSON.")],
+    workdir: Annotated[Path | None, typer.Option(help="Folder for intermediate files; default a temp folder.")] = None,
+    recalibrate_recent: Annotated[float | None, typer.Option(help="Also recalibrate on this most recent share of the valid+train period.")] = None,
+) -> None:
+    """Run ingest -> featurize -> train -> calibrate -> evaluate on an export by its mapping alone (no DVC)."""
+    from pipelines.realdata import run_source as run
+
+    result = run(source, report, workdir=workdir, recalibrate_recent=recalibrate_recent, console=console)
+    console.print(result)
+
+
+if __name__ == "__main__":
+    app()

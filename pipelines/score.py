@@ -1,0 +1,205 @@
+"""Batch scoring of new leads with a trained bundle: the `leadlift score` command and the `score` stage.
+
+Rows in = scored + quarantined, always. The same input gives byte-identical output. Leads are processed in chunks,
+so memory stays flat as the batch grows; output is written to a temporary file and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.build import build_features
+from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT
+from features.spec import to_matrix
+from models.bundle import SQL, Bundle
+from models.handoff import build_notes, note_markdown, note_row
+from models.treeshap import TreeShap
+from pipelines.bundle import load_bundle
+from pipelines.explain import load_catalog
+from pipelines.io import BadInput, atomic_path, write_frame
+from pipelines.rows import check_events, check_leads, read_table
+
+QUARANTINE_COLUMNS = {"table": pl.String, "row": pl.Int64, "lead_id": pl.String, "column": pl.String, "reason": pl.String}
+OUTPUT_SCHEMA: dict[str, Any] = {
+    LEAD_ID: pl.String, "probability": pl.Float64, "score": pl.Int64, "percentile": pl.Float64, "decision": pl.String,
+    "headline": pl.String, "reason_1": pl.String, "reason_1_points": pl.Float64, "reason_2": pl.String,
+    "reason_2_points": pl.Float64, "reason_3": pl.String, "reason_3_points": pl.Float64, "reason_against": pl.String,
+    "who": pl.String, "urgency": pl.String, "what_happened": pl.String, "note": pl.String,
+}
+
+
+def source_of(bundle: Bundle) -> dict[str, Any]:
+    """The column roles the bundle was trained with (kept in its feature spec)."""
+    return bundle.spec["source_roles"]
+
+
+def expected_columns(source: dict[str, Any]) -> list[str]:
+    return [*source.get("categorical", {}), *source.get("numeric", {})]
+
+
+def check_compatible(leads: pl.DataFrame, source: dict[str, Any], file: Path) -> list[str]:
+    """Refuse input that does not look like what the bundle was trained on; return optional columns filled as missing."""
+    expected = expected_columns(source)
+    missing = [c for c in expected if c not in leads.columns]
+    if expected and len(missing) > len(expected) / 2:
+        extra = [c for c in leads.columns if c not in expected and c not in (LEAD_ID, CREATED_AT)]
+        raise BadInput(file, f"does not match the bundle's feature spec: missing {missing}; "
+                             f"columns the bundle does not know: {extra}; expected {expected}")
+    return missing
+
+
+def default_as_of(events: Path | None) -> datetime:
+    """The newest event in the batch (deterministic for a file); now only when there are no events."""
+    if events is not None:
+        newest = pl.scan_parquet(events).select(pl.col(OCCURRED_AT).max()).collect().item() \
+            if events.suffix == ".parquet" else None
+        if newest is not None:
+            return newest
+    return datetime.now(UTC)
+
+
+def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
+    for start in range(0, frame.height, size):
+        yield frame.slice(start, size)
+
+
+def score_chunk(bundle: Bundle, explainer: TreeShap, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
+                catalog: dict[str, Any]) -> pl.DataFrame:
+    """Features at as_of, calibrated probability, score, percentile, decision, and notes for the SQLs."""
+    source = source_of(bundle)
+    feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
+                           windows=bundle.spec["windows"], as_of=as_of).collect()
+    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    X = to_matrix(feats, bundle.spec)
+    p = bundle.probability(X)
+    decision = bundle.decide(p)
+    sql = np.flatnonzero(decision == SQL)
+    rows = feats[sql].to_dicts()
+    firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
+    allowed = [c for c in source.get("notes_allowed", []) if c in leads.columns]
+    picked = leads[sql]
+    notes = build_notes(bundle, rows, X[sql], catalog, who=picked.select(firmo).to_dicts(),
+                        contact=picked.select(allowed).to_dicts(), explainer=explainer)
+    by_id = {n["lead_id"]: n for n in notes}
+    out = []
+    for lead_id, prob, s, pct, d in zip(feats[LEAD_ID].to_list(), p, bundle.score(p), bundle.percentile(p), decision,
+                                       strict=True):
+        row: dict[str, Any] = {LEAD_ID: lead_id, "probability": float(prob), "score": int(s),
+                               "percentile": float(pct), "decision": str(d)}
+        note = by_id.get(lead_id)
+        if note is not None:
+            flat = note_row(note)
+            row.update({k: flat[k] for k in OUTPUT_SCHEMA if k in flat and k not in row})
+            row["note"] = json.dumps(note, sort_keys=True)
+        out.append(row)
+    return pl.DataFrame(out, schema=OUTPUT_SCHEMA)
+
+
+class _Writer:
+    """Append chunks to a Parquet or CSV file at a temporary path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.suffix = path.suffix.lower()
+        if self.suffix not in (".parquet", ".csv"):
+            raise BadInput(path, f"unsupported output extension {self.suffix!r}; expected .parquet or .csv")
+        self._pq: pq.ParquetWriter | None = None
+        self._first = True
+
+    def write(self, df: pl.DataFrame, tmp: Path) -> None:
+        if self.suffix == ".parquet":
+            table = df.to_arrow()
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            self._pq.write_table(table)
+        else:
+            with tmp.open("a" if not self._first else "w") as fh:
+                df.write_csv(fh, include_header=self._first)
+        self._first = False
+
+    def close(self, tmp: Path) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        elif self.suffix == ".parquet":
+            pq.write_table(pa.Table.from_pylist([], schema=pl.DataFrame(schema=OUTPUT_SCHEMA).to_arrow().schema), tmp)
+        elif self._first:
+            pl.DataFrame(schema=OUTPUT_SCHEMA).write_csv(tmp)
+
+
+def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of: datetime | None = None,
+               quarantine: Path | None = None, model: str | Path = "data/artifacts", chunk_size: int = 50000,
+               console: Console | None = None) -> dict[str, Any]:
+    """Score a batch file; write scores and a quarantine file; return the reconciliation."""
+    console = console or Console(stderr=True)
+    bundle = load_bundle(model)
+    source = source_of(bundle)
+    quarantine = quarantine or out.with_name(f"{out.stem}.quarantine.csv")
+    raw = read_table(leads_path)
+    missing_optional = check_compatible(raw, source, leads_path)
+    leads, bad_leads = check_leads(raw, file=leads_path, columns=expected_columns(source))
+    leads = leads.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    as_of = as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else default_as_of(events)
+    bad = [bad_leads]
+    if events is not None and source.get("has_events", True):
+        ev_frame, bad_events = check_events(read_table(events), file=events, known=leads[LEAD_ID])
+        bad.append(bad_events)
+        ev = ev_frame.lazy()
+    else:
+        ev = pl.LazyFrame(schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    explainer = TreeShap.from_booster(bundle.booster)
+    catalog = load_catalog()
+    writer = _Writer(out)
+    n_sql = 0
+    with atomic_path(out) as tmp, Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
+                                           TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("score", total=leads.height)
+        for part in chunks(leads, chunk_size):
+            part_events = ev.filter(pl.col(LEAD_ID).is_in(part[LEAD_ID].implode()))
+            scored = score_chunk(bundle, explainer, part, part_events, as_of=as_of, catalog=catalog)
+            n_sql += int((scored["decision"] == SQL).sum())
+            writer.write(scored, tmp)
+            progress.advance(task, part.height)
+        writer.close(tmp)
+    rejected = pl.concat([b.select(list(QUARANTINE_COLUMNS)).cast(QUARANTINE_COLUMNS) for b in bad]) if bad else \
+        pl.DataFrame(schema=QUARANTINE_COLUMNS)
+    write_frame(rejected.filter(pl.col("table") == "leads").vstack(rejected.filter(pl.col("table") != "leads")), quarantine)
+    quarantined_leads = int(bad_leads.height)
+    report = {"rows_in": raw.height, "scored": leads.height, "quarantined": quarantined_leads, "sql": n_sql,
+              "events_quarantined": int(sum(b.height for b in bad[1:])), "as_of": as_of.isoformat(),
+              "missing_optional_columns": missing_optional, "quarantine_file": str(quarantine)}
+    if report["rows_in"] != report["scored"] + report["quarantined"]:
+        raise RuntimeError(f"reconciliation failed: {report}")
+    return report
+
+
+def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | None, lead_ids: list[str] | None,
+                 model: str | Path) -> Iterator[str]:
+    """Markdown handoff notes for the given leads (all by default), whatever their decision."""
+    bundle = load_bundle(model)
+    source = source_of(bundle)
+    raw = read_table(leads_path)
+    leads, _ = check_leads(raw, file=leads_path, columns=expected_columns(source))
+    if lead_ids:
+        leads = leads.filter(pl.col(LEAD_ID).is_in(lead_ids))
+    as_of = as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else default_as_of(events)
+    ev = check_events(read_table(events), file=events, known=leads[LEAD_ID])[0].lazy() if events else \
+        pl.LazyFrame(schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    feats = build_features(leads.lazy(), ev, source, observation_days=int(bundle.spec["observation_days"]),
+                           windows=bundle.spec["windows"], as_of=as_of).collect()
+    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
+    notes = build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), load_catalog(),
+                        who=leads.select(firmo).to_dicts())
+    for note in notes:
+        yield note_markdown(note)

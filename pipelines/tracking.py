@@ -1,0 +1,68 @@
+"""MLflow tracking: the one place that talks to the tracking store.
+
+Nothing here sets a tracking URI: MLflow reads MLFLOW_TRACKING_URI itself and otherwise uses its own default,
+`sqlite:///mlflow.db` in the working directory (the repo root under DVC), so `mlflow ui` from the root shows every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "leadlift"
+MODEL_NAME = "leadlift"
+CHAMPION = "champion"
+
+
+def git_commit() -> str:
+    """The commit the code came from, with '-dirty' when the work tree has uncommitted changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def data_hash(paths: Iterable[str | Path]) -> str:
+    """sha256 over the bytes of the given files (folders: every file inside, in sorted order)."""
+    h = hashlib.sha256()
+    for path in paths:
+        p = Path(path)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params and metrics are flat."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def numeric_metrics(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a metrics dict, flattened with '_' so MLflow's UI sorts them well."""
+    return {
+        k.replace(".", "_"): float(v)
+        for k, v in flatten(d, prefix).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def set_experiment() -> str:
+    import mlflow
+
+    return mlflow.set_experiment(EXPERIMENT).experiment_id

@@ -1,0 +1,69 @@
+"""Reason codes: templates, points and the catalog's coverage of every feature."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.reasons import CatalogError, fill, group_contributions, reasons_for_lead, render, to_points
+
+CATALOG = {
+    "groups": {
+        "pricing_interest": {
+            "label": "Pricing interest",
+            "for": [{"if": "page_pricing_7d > 0", "text": "Viewed the pricing page {page_pricing_7d|time} in the last 7 days"}],
+            "against": ["Has not looked at pricing"],
+        },
+        "company_fit": {"label": "Company fit", "for": "{industry} company", "against": "{industry} company, poor fit"},
+    },
+    "features": {"visits": {"for": "Visited {value|time}", "against": "Only {value|visit}"}},
+}
+SPEC = {
+    "features": [
+        {"name": "page_pricing_7d", "kind": "numeric", "group": "pricing_interest"},
+        {"name": "industry", "kind": "categorical", "group": "company_fit"},
+        {"name": "visits", "kind": "numeric", "group": "engagement"},
+    ]
+}
+
+
+def test_fill_pluralises_and_reports_missing_values() -> None:
+    assert fill("Viewed {n|time}", {"n": 1}) == "Viewed 1 time"
+    assert fill("Viewed {n|time}", {"n": 4.0}) == "Viewed 4 times"
+    assert fill("Read {n|entry|entries}", {"n": 2}) == "Read 2 entries"
+    assert fill("Viewed {n|time}", {"n": None}) is None
+    assert fill("Viewed {n|time}", {}) is None
+
+
+def test_render_picks_the_first_variant_whose_condition_holds() -> None:
+    text = render("pricing_interest", "for", {"page_pricing_7d": 3}, CATALOG)
+    assert text == "Viewed the pricing page 3 times in the last 7 days"
+
+
+def test_render_falls_back_to_the_top_features_template_not_to_its_name() -> None:
+    assert render("engagement", "for", {"visits": 12}, CATALOG, top_feature="visits") == "Visited 12 times"
+    with pytest.raises(CatalogError, match="engagement"):
+        render("engagement", "for", {"other": 1}, CATALOG, top_feature="other")
+
+
+def test_points_add_up_to_the_score_above_the_average_lead() -> None:
+    rng = np.random.default_rng(0)
+    contrib = rng.normal(size=(5, 4))  # 3 features + bias column
+    groups, gc = group_contributions(contrib, SPEC)
+    assert groups == ["company_fit", "pricing_interest", "engagement"]
+    margin = contrib[:, :3].sum(axis=1) + 0.2
+    score = 100 / (1 + np.exp(-margin))
+    base = 100 / (1 + np.exp(-0.2))
+    pts = to_points(gc, score, base, margin, 0.2, np.full(5, 25.0))
+    np.testing.assert_allclose(pts.sum(axis=1), score - base, atol=1e-9)
+
+
+def test_reasons_for_lead_orders_by_points_and_names_the_strongest_against() -> None:
+    values = {"page_pricing_7d": 2, "industry": "software", "visits": 1}
+    contrib = np.array([0.8, -0.5, 0.1])
+    groups, _ = group_contributions(contrib[None, :], SPEC)
+    points = np.array([-5.0, 8.0, 1.0])  # company_fit, pricing_interest, engagement
+    reasons, against = reasons_for_lead(values, contrib, points, groups, SPEC, CATALOG, top=2)
+    assert [r.group for r in reasons] == ["pricing_interest", "engagement"]
+    assert reasons[0].text.startswith("Viewed the pricing page 2 times")
+    assert against is not None and against.text == "software company, poor fit"
