@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import numpy as np
 import polars as pl
 
 from features.schema import (
@@ -260,77 +261,104 @@ def _student_expr() -> pl.Expr:
 
 
 def _event_features(lead_t0: pl.LazyFrame, events: pl.LazyFrame, windows: Sequence[int]) -> pl.LazyFrame:
-    """Per-lead event features keyed by `_ROW`, one row per lead with at least one event before its t0.
+    """Per-lead event features keyed by `_ROW` (the lead's row number), for rows 0..max row with an event.
 
     One pass over the events: join each to its lead's t0, keep occurred_at < t0, and count per
-    (lead, kind, age bucket) cell together with the youngest age. The cell is packed into one integer key,
-    which groups much faster than three columns. Everything else is arithmetic on the small cell table.
+    (lead, kind, age bucket) cell together with the youngest age; the cell is packed into one integer key, which
+    groups much faster than three columns. The cell table is small and dense, so the rest is numpy arithmetic on
+    a (lead, kind, bucket) array rather than ~90 filtered aggregations (measured: 5x the floor vs 3x).
     """
     wins = _windows(windows)
-    edges = sorted({*wins, VELOCITY_RECENT_DAYS, VELOCITY_BASE_DAYS, BREADTH_DAYS})
+    edges = _edges(wins)
     n_kinds, n_buckets = len(EVENT_KINDS), len(edges) + 1
-    kind_code = {k: i for i, k in enumerate(EVENT_KINDS)}
+    event_type = pl.col(EVENT_TYPE).cast(pl.String)
+    kind = (
+        pl.when(event_type.is_in(EVENT_TYPES))
+        .then(event_type)
+        .otherwise(pl.lit(OTHER_EVENT))
+        .cast(pl.Enum(EVENT_KINDS))
+        .to_physical()
+        .cast(pl.UInt64)
+    )
     age = (pl.col(T0) - pl.col(OCCURRED_AT)).dt.total_microseconds()
     # bucket b holds ages in (edges[b-1], edges[b]] days; len(edges) means older than every edge.
     bucket = pl.sum_horizontal([(age > e * _DAY_US).cast(pl.UInt64) for e in edges])
-    kind = (
-        pl.col(EVENT_TYPE)
-        .cast(pl.String)
-        .replace_strict(kind_code, default=kind_code[OTHER_EVENT], return_dtype=pl.UInt64)
-    )
     key = (pl.col(_ROW).cast(pl.UInt64) * n_kinds + kind) * n_buckets + bucket
     cells = (
         events.select(LEAD_ID, OCCURRED_AT, EVENT_TYPE)
-        .join(lead_t0, on=LEAD_ID, how="inner")
+        .join(lead_t0.select(_ROW, LEAD_ID, T0), on=LEAD_ID, how="inner")
         .filter(pl.col(OCCURRED_AT) < pl.col(T0))
         .select(key.alias("_key"), age.alias("_age"))
         .group_by("_key")
-        .agg(pl.len().cast(pl.Int32).alias("_n"), pl.col("_age").min().alias("_min_age"))
-        .select(
-            (pl.col("_key") // (n_kinds * n_buckets)).cast(pl.get_index_type()).alias(_ROW),
-            ((pl.col("_key") // n_buckets) % n_kinds).cast(pl.UInt8).alias("_kind"),
-            (pl.col("_key") % n_buckets).cast(pl.UInt8).alias("_bucket"),
-            "_n",
-            "_min_age",
-        )
+        .agg(pl.len().alias("_n"), pl.col("_age").min().alias("_min_age"))
+    )
+    return cells.map_batches(
+        lambda df: _dense_event_features(df, windows=wins),
+        schema=_event_schema(wins),
     )
 
-    def within(days: int) -> pl.Expr:
-        return pl.col("_bucket") <= edges.index(days)
 
-    def of_kinds(kinds: Sequence[str]) -> pl.Expr:
-        codes = [kind_code[k] for k in kinds]
-        return pl.col("_kind") == codes[0] if len(codes) == 1 else pl.col("_kind").is_in(codes)
+def _edges(windows: list[int]) -> list[int]:
+    return sorted({*windows, VELOCITY_RECENT_DAYS, VELOCITY_BASE_DAYS, BREADTH_DAYS})
 
-    def count(cond: pl.Expr) -> pl.Expr:
-        return pl.col("_n").filter(cond).sum().cast(pl.Int32)
 
-    def last_days(kinds: Sequence[str]) -> pl.Expr:
-        return (pl.col("_min_age").filter(of_kinds(kinds)).min() / _DAY_US).cast(pl.Float64)
+def _event_schema(windows: list[int]) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {_ROW: pl.get_index_type()}
+    schema |= {count_name(k, w): pl.Int32() for k in EVENT_KINDS for w in windows}
+    schema |= {recency_name(k): pl.Float64() for k in EVENT_KINDS}
+    schema |= {HIGH_INTENT_RECENCY: pl.Float64(), VELOCITY: pl.Float64(), BREADTH: pl.Int32(), CAREERS_ONLY: pl.Int8()}
+    return schema
 
-    aggs: list[pl.Expr] = [count(of_kinds([k]) & within(w)).alias(count_name(k, w)) for k in EVENT_KINDS for w in wins]
-    aggs += [last_days([k]).alias(recency_name(k)) for k in EVENT_KINDS]
-    aggs += [last_days(HIGH_INTENT_EVENTS).alias(HIGH_INTENT_RECENCY)]
-    aggs += [
-        count(within(VELOCITY_RECENT_DAYS)).alias("_recent"),
-        count(within(VELOCITY_BASE_DAYS)).alias("_base"),
-        pl.col("_kind").filter(within(BREADTH_DAYS)).n_unique().cast(pl.Int32).alias(BREADTH),
-        count(of_kinds(["page_careers"]) & within(BREADTH_DAYS)).alias("_careers"),
-        count(of_kinds(sorted({*_PRODUCT_PAGES, *HIGH_INTENT_EVENTS})) & within(BREADTH_DAYS)).alias("_intent"),
-    ]
-    prior_days = VELOCITY_BASE_DAYS - VELOCITY_RECENT_DAYS
-    velocity = ((pl.col("_recent") + 1) / VELOCITY_RECENT_DAYS) / (
-        (pl.col("_base") - pl.col("_recent") + 1) / prior_days
+
+def _dense_event_features(cells: pl.DataFrame, *, windows: list[int]) -> pl.DataFrame:
+    """Turn (key, n, min age) cells into one row of features per lead row number 0..max."""
+    edges = _edges(windows)
+    n_kinds, n_buckets = len(EVENT_KINDS), len(edges) + 1
+    schema = _event_schema(windows)
+    if cells.height == 0:
+        return pl.DataFrame(schema=schema)
+    key = cells["_key"].to_numpy()
+    n_rows = int(key.max()) // (n_kinds * n_buckets) + 1
+    counts = np.zeros(n_rows * n_kinds * n_buckets, dtype=np.int32)
+    counts[key] = cells["_n"].to_numpy()  # keys are unique: a plain scatter, no accumulation needed
+    within = counts.reshape(n_rows, n_kinds, n_buckets).cumsum(axis=2, dtype=np.int32)  # [.., b]: age <= edges[b]
+    del counts
+    never = np.iinfo(np.int64).max
+    ages = np.full(n_rows * n_kinds * n_buckets, never, dtype=np.int64)
+    ages[key] = cells["_min_age"].to_numpy()
+    youngest = ages.reshape(n_rows, n_kinds, n_buckets).min(axis=2)
+    del ages
+
+    def days(age_us: np.ndarray) -> np.ndarray:
+        return np.where(age_us == never, np.nan, age_us / _DAY_US)
+
+    idx = {k: i for i, k in enumerate(EVENT_KINDS)}
+    at = {d: edges.index(d) for d in edges}
+    cols: dict[str, np.ndarray] = {_ROW: np.arange(n_rows)}
+    for k in EVENT_KINDS:
+        for w in windows:
+            cols[count_name(k, w)] = within[:, idx[k], at[w]]
+    for k in EVENT_KINDS:
+        cols[recency_name(k)] = days(youngest[:, idx[k]])
+    cols[HIGH_INTENT_RECENCY] = days(youngest[:, [idx[k] for k in HIGH_INTENT_EVENTS]].min(axis=1))
+    recent = within[:, :, at[VELOCITY_RECENT_DAYS]].sum(axis=1)
+    prior = within[:, :, at[VELOCITY_BASE_DAYS]].sum(axis=1) - recent
+    cols[VELOCITY] = _velocity(recent, prior)
+    last90 = within[:, :, at[BREADTH_DAYS]]
+    cols[BREADTH] = (last90 > 0).sum(axis=1)
+    intent = last90[:, [idx[k] for k in sorted({*_PRODUCT_PAGES, *HIGH_INTENT_EVENTS})]].sum(axis=1)
+    cols[CAREERS_ONLY] = (last90[:, idx["page_careers"]] > 0) & (intent == 0)
+    frame = pl.DataFrame(cols)
+    return frame.select(
+        pl.col(name).cast(dtype).fill_nan(None) if dtype == pl.Float64 else pl.col(name).cast(dtype)
+        for name, dtype in schema.items()
     )
-    return (
-        cells.group_by(_ROW)
-        .agg(aggs)
-        .with_columns(
-            velocity.alias(VELOCITY),
-            ((pl.col("_careers") > 0) & (pl.col("_intent") == 0)).cast(pl.Int8).alias(CAREERS_ONLY),
-        )
-        .drop("_recent", "_base", "_careers", "_intent")
-    )
+
+
+def _velocity(recent: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Recent count over the count the prior rate predicts for the recent window, each +1 (no activity -> 1)."""
+    span = VELOCITY_RECENT_DAYS / (VELOCITY_BASE_DAYS - VELOCITY_RECENT_DAYS)
+    return (recent + 1.0) / (prior * span + 1.0)
 
 
 # ---------------------------------------------------------------- labels and split

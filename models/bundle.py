@@ -43,8 +43,13 @@ class Bundle:
     def probability(self, X: np.ndarray) -> np.ndarray:
         return self.calibrator.predict(self.margin(X))
 
+    @property
+    def threshold_score(self) -> int:
+        return int(self.threshold["threshold_score"])
+
     def decide(self, p: np.ndarray) -> np.ndarray:
-        return np.where(p >= self.threshold_probability, SQL, NURTURE)
+        """SQL when the 0-100 score reaches the threshold score, so what a rep sees and the decision never disagree."""
+        return np.where(self.score(p) >= self.threshold_score, SQL, NURTURE)
 
     def score(self, p: np.ndarray) -> np.ndarray:
         return to_score(p)

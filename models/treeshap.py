@@ -46,12 +46,12 @@ _MAX_PATH_FEATURES = 62
 #: LightGBM's kZeroThreshold (the float 1e-35f as a double): |x| at or below it is read as 0.
 _ZERO = float(np.float32(1e-35))
 #: Rows per block: a block's rows and outputs plus one tree's tables stay in L2.
-_BLOCK_ROWS = 128
+_BLOCK_ROWS = 256
 
 _MISSING_NONE, _MISSING_ZERO, _MISSING_NAN = 0, 1, 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TreeShap:
     """A LightGBM booster flattened into arrays for the exact TreeSHAP kernel.
 
@@ -160,16 +160,12 @@ def explain(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
 def _parse_model_text(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     """Split LightGBM's text model into header key=values and one key=value dict per tree."""
     head, sep, rest = text.partition("\nTree=")
-    if not sep:
-        head, rest = text, ""
     header = _key_values(head.splitlines())
     trees: list[dict[str, str]] = []
-    if rest:
-        body = rest.split("end of trees", 1)[0]
-        for block in ("Tree=" + body).split("\nTree="):
-            lines = block.splitlines()
-            if lines and lines[0].strip():
-                trees.append(_key_values(lines[1:]))
+    if sep:
+        body = rest.split("\nend of trees", 1)[0]
+        for block in body.split("\nTree="):
+            trees.append(_key_values(block.splitlines()[1:]))
     return header, trees
 
 
@@ -177,19 +173,16 @@ def _key_values(lines: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in lines:
         key, eq, value = line.partition("=")
-        if eq:
-            out[key.strip()] = value.strip()
-        elif line.strip():
-            out[line.strip()] = ""
+        if key.strip():
+            out[key.strip()] = value.strip() if eq else ""
     return out
 
 
-def _ints(tree: dict[str, str], key: str) -> np.ndarray:
-    return np.array(tree[key].split(), dtype=np.int64)
-
-
-def _floats(tree: dict[str, str], key: str) -> np.ndarray:
-    return np.array(tree[key].split(), dtype=np.float64)
+def _field(trees: list[dict[str, str]], key: str, dtype: type) -> np.ndarray:
+    """One field of every tree, concatenated in tree order (each tree's length is known from num_leaves)."""
+    text = " ".join(tree.get(key, "") for tree in trees)
+    values = np.array(text.split(), dtype=np.float64 if dtype is float else np.int64)
+    return values
 
 
 # --------------------------------------------------------------------------------------------------
@@ -197,209 +190,129 @@ def _floats(tree: dict[str, str], key: str) -> np.ndarray:
 
 
 def _build(header: dict[str, str], trees: list[dict[str, str]]) -> TreeShap:
-    """Turn parsed trees into flat arrays and tabulate every leaf's pattern table."""
+    """Turn parsed trees into flat arrays (nodes parent-first) and tabulate every leaf's pattern table."""
     if int(header.get("num_tree_per_iteration", "1")) != 1 or int(header.get("num_class", "1")) != 1:
         raise ValueError("TreeShap supports single-output models only (binary or regression), not multiclass")
     if "average_output" in header:
         raise ValueError("TreeShap does not support random-forest boosters (average_output)")
-    num_features = int(header["max_feature_idx"]) + 1
-
-    node_parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feat", "thr", "type", "cat_off", "cat_len", "left", "right", "bit")}
-    cat_parts: list[np.ndarray] = []
-    cat_total = 0
-    tree_node_off, tree_n_int, tree_leaf_off, tree_n_leaves = [], [], [], []
-    lf_value: list[float] = []
-    lf_d: list[int] = []
-    sl_feat: list[int] = []
-    sl_z: list[float] = []
-    expected = 0.0
-    n_nodes = 0
-    n_leaves_total = 0
     for t, tree in enumerate(trees):
         if int(tree.get("is_linear", "0")):
             raise ValueError(f"tree {t}: linear trees are not supported")
-        num_leaves = int(tree["num_leaves"])
-        values = _floats(tree, "leaf_value")
-        tree_node_off.append(n_nodes)
-        tree_leaf_off.append(n_leaves_total)
-        if num_leaves == 1:
-            expected += float(values[0])
-            tree_n_int.append(0)
-            tree_n_leaves.append(0)  # a constant tree only moves the bias
-            continue
-        nodes, leaves, cat_words = _flatten_tree(tree, num_leaves, t, cat_total)
-        for key, arr in nodes.items():
-            node_parts[key].append(arr)
-        cat_parts.append(cat_words)
-        cat_total += len(cat_words)
-        leaf_count = _floats(tree, "leaf_count")
-        root_count = float(_floats(tree, "internal_count")[0])
-        expected += _tree_expected_value(values, leaf_count, root_count)
-        for leaf in range(num_leaves):
-            feats, zs = leaves[leaf]
-            lf_value.append(float(values[leaf]))
-            lf_d.append(len(feats))
-            sl_feat.extend(feats)
-            sl_z.extend(zs)
-        tree_n_int.append(num_leaves - 1)
-        tree_n_leaves.append(num_leaves)
-        n_nodes += num_leaves - 1
-        n_leaves_total += num_leaves
+    num_features = int(header["max_feature_idx"]) + 1
+    n_leaves = np.array([int(tree["num_leaves"]) for tree in trees], dtype=np.int64)
+    n_int = np.maximum(n_leaves - 1, 0)
+    n_cat = np.array([int(tree.get("num_cat", "0")) for tree in trees], dtype=np.int64)
+    split_feature = _field(trees, "split_feature", int)
+    threshold = _field(trees, "threshold", float)
+    decision_type = _field(trees, "decision_type", int)
+    left = _field(trees, "left_child", int)
+    right = _field(trees, "right_child", int)
+    leaf_value = _field(trees, "leaf_value", float)
+    leaf_count = _field(trees, "leaf_count", float)
+    internal_count = _field(trees, "internal_count", float)
+    cat_trees = [tree for tree, c in zip(trees, n_cat.tolist(), strict=True) if c > 0]
+    cat_boundaries = _field(cat_trees, "cat_boundaries", int)
+    cat_threshold = _field(cat_trees, "cat_threshold", int)
+    int_off = _offsets(n_int)
+    leaf_off = _offsets(n_leaves)
+    bound_off = _offsets(np.where(n_cat > 0, n_cat + 1, 0))
+    words_per_tree = np.zeros(len(trees), dtype=np.int64)
+    if len(cat_trees):
+        ends = bound_off[n_cat > 0] + n_cat[n_cat > 0]
+        words_per_tree[n_cat > 0] = cat_boundaries[ends]
+    word_off = _offsets(words_per_tree)
+    if len(leaf_value) != int(n_leaves.sum()) or len(split_feature) != int(n_int.sum()):
+        raise ValueError("malformed model text: field lengths do not match num_leaves")
+    if len(split_feature) and not (0 <= split_feature.min() and split_feature.max() < num_features):
+        raise ValueError("malformed model text: a split feature is outside max_feature_idx")
 
-    def cat(key: str, dtype: type) -> np.ndarray:
-        parts = node_parts[key]
-        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+    # Walk every tree twice: first to size each leaf's slot list, then to fill it.
+    lf_d = np.zeros(len(leaf_value), dtype=np.int64)
+    order = np.zeros(len(split_feature), dtype=np.int64)
+    node_bit = np.zeros(len(split_feature), dtype=np.int64)
+    dummy_i = np.zeros(0, dtype=np.int64)
+    dummy_f = np.zeros(0, dtype=np.float64)
+    args = (n_leaves, int_off, leaf_off, split_feature, left, right, leaf_count, internal_count, _MAX_PATH_FEATURES)
+    status = _walk_trees(*args, lf_d, order, node_bit, dummy_i, dummy_i, dummy_f, False)
+    _raise_on_walk_status(status)
+    slot_off = _offsets(lf_d)
+    sl_feat = np.zeros(int(lf_d.sum()), dtype=np.int64)
+    sl_z = np.zeros(int(lf_d.sum()), dtype=np.float64)
+    _walk_trees(*args, lf_d, order, node_bit, slot_off, sl_feat, sl_z, True)
 
-    d = np.array(lf_d, dtype=np.int64)
-    z = np.array(sl_z, dtype=np.float64)
-    slot_off = np.zeros(len(d), dtype=np.int64)
-    if len(d):
-        slot_off[1:] = np.cumsum(d)[:-1]
-    mode, tab_off, table_size = _table_layout(d, z, slot_off)
+    # Renumber internal nodes in pre-order (parents first) for the kernel's top-down sweep.
+    tree_of_node = np.repeat(np.arange(len(trees), dtype=np.int64), n_int)
+    old = int_off[tree_of_node] + order  # new position -> old global index
+    new_local = np.empty(len(order), dtype=np.int64)
+    new_local[old] = np.arange(len(order), dtype=np.int64) - int_off[tree_of_node]
+
+    def remap(children: np.ndarray) -> np.ndarray:
+        inner = int_off[tree_of_node] + np.maximum(children, 0)
+        return np.where(children >= 0, new_local[np.minimum(inner, max(len(order) - 1, 0))], children)
+
+    is_cat = (decision_type & 1) > 0
+    cat_off = np.zeros(len(order), dtype=np.int64)
+    cat_len = np.zeros(len(order), dtype=np.int64)
+    if is_cat.any():
+        trees_c = tree_of_node[is_cat]
+        ci = bound_off[trees_c] + threshold[is_cat].astype(np.int64)
+        cat_off[is_cat] = word_off[trees_c] + cat_boundaries[ci]
+        cat_len[is_cat] = cat_boundaries[ci + 1] - cat_boundaries[ci]
+
+    mode, tab_off, table_size = _table_layout(lf_d, slot_off, sl_z, TABLE_MAX_DEPTH)
     weights = _shapley_weights(_MAX_PATH_FEATURES + 1)
     table = np.zeros(table_size, dtype=np.float64)
-    coef = np.zeros(len(z), dtype=np.float64)
-    values_arr = np.array(lf_value, dtype=np.float64)
-    _fill_tables(values_arr, d, mode, slot_off, tab_off, z, weights, table, coef)
+    coef = np.zeros(len(sl_z), dtype=np.float64)
+    _fill_tables(leaf_value, lf_d, mode, slot_off, tab_off, sl_z, weights, table, coef)
+    expected = _expected_value(n_leaves, leaf_off, int_off, leaf_value, leaf_count, internal_count)
+    # Kernel leaves: constant trees contribute only to the bias, so they get none.
+    kernel_leaves = np.where(n_leaves > 1, n_leaves, 0)
     return TreeShap(
         num_features=num_features,
         num_trees=len(trees),
-        expected_value=float(expected),
-        tree_node_off=np.array(tree_node_off, dtype=np.int64),
-        tree_n_int=np.array(tree_n_int, dtype=np.int64),
-        tree_leaf_off=np.array(tree_leaf_off, dtype=np.int64),
-        tree_n_leaves=np.array(tree_n_leaves, dtype=np.int64),
-        nd_feat=cat("feat", np.int64),
-        nd_thr=cat("thr", np.float64),
-        nd_type=cat("type", np.int64),
-        nd_cat_off=cat("cat_off", np.int64),
-        nd_cat_len=cat("cat_len", np.int64),
-        nd_left=cat("left", np.int64),
-        nd_right=cat("right", np.int64),
-        nd_bit=cat("bit", np.int64),
-        cat_bits=np.concatenate(cat_parts).astype(np.int64) if cat_parts else np.zeros(0, dtype=np.int64),
-        lf_value=values_arr,
-        lf_d=d,
+        expected_value=expected,
+        tree_node_off=int_off,
+        tree_n_int=n_int,
+        tree_leaf_off=leaf_off,
+        tree_n_leaves=kernel_leaves,
+        nd_feat=split_feature[old],
+        nd_thr=threshold[old],
+        nd_type=decision_type[old],
+        nd_cat_off=cat_off[old],
+        nd_cat_len=cat_len[old],
+        nd_left=remap(left)[old],
+        nd_right=remap(right)[old],
+        nd_bit=node_bit[old],
+        cat_bits=cat_threshold,
+        lf_value=leaf_value,
+        lf_d=lf_d,
         lf_mode=mode,
         lf_slot_off=slot_off,
         lf_tab_off=tab_off,
-        sl_feat=np.array(sl_feat, dtype=np.int64),
-        sl_z=z,
+        sl_feat=sl_feat,
+        sl_z=sl_z,
         sl_coef=coef,
         table=table,
         weights=weights,
     )
 
 
-def _tree_expected_value(values: np.ndarray, leaf_count: np.ndarray, root_count: float) -> float:
-    """LightGBM's Tree::ExpectedValue: leaf values weighted by their share of the root's count."""
-    total = 0.0
-    for v, c in zip(values.tolist(), leaf_count.tolist(), strict=True):
-        total += (c / root_count) * v
-    return total
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Start of each run in a concatenation of runs of these lengths."""
+    out = np.zeros(len(counts), dtype=np.int64)
+    if len(counts):
+        out[1:] = np.cumsum(counts)[:-1]
+    return out
 
 
-def _flatten_tree(
-    tree: dict[str, str], num_leaves: int, index: int, cat_base: int
-) -> tuple[dict[str, np.ndarray], list[tuple[list[int], list[float]]], np.ndarray]:
-    """Nodes in parent-before-child order with each node's pattern bit, and each leaf's (features, z) slots."""
-    n_int = num_leaves - 1
-    feature = _ints(tree, "split_feature")
-    threshold = _floats(tree, "threshold")
-    dtype = _ints(tree, "decision_type")
-    left = _ints(tree, "left_child")
-    right = _ints(tree, "right_child")
-    internal_count = _floats(tree, "internal_count")
-    leaf_count = _floats(tree, "leaf_count")
-    num_cat = int(tree.get("num_cat", "0"))
-    if num_cat > 0:
-        boundaries = _ints(tree, "cat_boundaries")
-        cat_words = _ints(tree, "cat_threshold")
-    else:
-        boundaries = np.zeros(1, dtype=np.int64)
-        cat_words = np.zeros(0, dtype=np.int64)
-
-    def count(child: int) -> float:
-        return float(leaf_count[~child]) if child < 0 else float(internal_count[child])
-
-    # Depth-first from the root; slots are assigned in first-occurrence order along each path, so a
-    # node's slot is the same for every leaf below it.
-    order: list[int] = []
-    node_bit = np.zeros(n_int, dtype=np.int64)
-    leaves: list[tuple[list[int], list[float]]] = [([], []) for _ in range(num_leaves)]
-    stack: list[tuple[int, dict[int, int], list[int], list[float]]] = [(0, {}, [], [])]
-    while stack:
-        node, slot_of, feats, zs = stack.pop()
-        if node < 0:
-            leaves[~node] = (feats, zs)
-            continue
-        order.append(node)
-        f = int(feature[node])
-        slot = slot_of.get(f)
-        if slot is None:
-            slot = len(feats)
-            if slot >= _MAX_PATH_FEATURES:
-                raise ValueError(f"tree {index}: a path tests more than {_MAX_PATH_FEATURES} distinct features")
-            slot_of = {**slot_of, f: slot}
-            feats = [*feats, f]
-            zs = [*zs, 1.0]
-        node_bit[node] = 1 << slot
-        parent_count = float(internal_count[node])
-        if parent_count <= 0:
-            raise ValueError(f"tree {index}: node {node} has no data count; cannot weight its children")
-        for child in (int(right[node]), int(left[node])):
-            child_z = list(zs)
-            child_z[slot] = count(child) / parent_count * zs[slot]
-            stack.append((child, slot_of, feats, child_z))
-    if len(order) != n_int:
-        raise ValueError(f"tree {index}: {len(order)} reachable internal nodes, expected {n_int}")
-
-    # Renumber internal nodes so that parents come first (the kernel sweeps top-down).
-    old = np.array(order, dtype=np.int64)  # DFS pre-order is parent-first
-    new_index = np.empty(n_int, dtype=np.int64)
-    new_index[old] = np.arange(n_int)
-
-    def remap(children: np.ndarray) -> np.ndarray:
-        return np.where(children >= 0, new_index[np.maximum(children, 0)], children)
-
-    is_cat = (dtype & 1) > 0
-    default_left = (dtype & 2) > 0
-    missing = (dtype >> 2) & 3
-    # Kernel node type: bit 0 categorical, bit 1 default left, bits 2-3 missing type (LightGBM's layout).
-    node_type = (is_cat.astype(np.int64)) | (default_left.astype(np.int64) << 1) | (missing << 2)
-    cat_off = np.zeros(n_int, dtype=np.int64)
-    cat_len = np.zeros(n_int, dtype=np.int64)
-    for node in np.nonzero(is_cat)[0].tolist():
-        ci = int(threshold[node])
-        cat_off[node] = cat_base + int(boundaries[ci])
-        cat_len[node] = int(boundaries[ci + 1] - boundaries[ci])
-    nodes = {
-        "feat": feature[old],
-        "thr": threshold[old],
-        "type": node_type[old],
-        "cat_off": cat_off[old],
-        "cat_len": cat_len[old],
-        "left": remap(left[old]),
-        "right": remap(right[old]),
-        "bit": node_bit[old],
-    }
-    return nodes, leaves, cat_words
-
-
-def _table_layout(d: np.ndarray, z: np.ndarray, slot_off: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Per leaf: 0 = table (small d, all z > 0), 1 = run-time polynomial; and each table's offset."""
-    mode = np.zeros(len(d), dtype=np.int64)
-    tab_off = np.zeros(len(d), dtype=np.int64)
-    total = 0
-    for g in range(len(d)):
-        dg = int(d[g])
-        zero_cover = bool(np.any(z[slot_off[g] : slot_off[g] + dg] <= 0.0))
-        if dg > TABLE_MAX_DEPTH or zero_cover:
-            mode[g] = 1
-            continue
-        tab_off[g] = total
-        total += 1 << dg
-    return mode, tab_off, total
+def _raise_on_walk_status(status: np.ndarray) -> None:
+    code, tree = int(status[0]), int(status[1])
+    if code == 1:
+        raise ValueError(f"tree {tree}: a path tests more than {_MAX_PATH_FEATURES} distinct features")
+    if code == 2:
+        raise ValueError(f"tree {tree}: a node has no data count, so its children cannot be weighted")
+    if code == 3:
+        raise ValueError(f"tree {tree}: malformed child links (not a tree over its num_leaves)")
 
 
 def _shapley_weights(n: int) -> np.ndarray:
@@ -413,6 +326,155 @@ def _shapley_weights(n: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------------
 # Compiled kernels
+
+
+@njit(cache=True)
+def _walk_trees(
+    n_leaves: np.ndarray,
+    int_off: np.ndarray,
+    leaf_off: np.ndarray,
+    split_feature: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    leaf_count: np.ndarray,
+    internal_count: np.ndarray,
+    max_slots: int,
+    lf_d: np.ndarray,
+    order: np.ndarray,
+    node_bit: np.ndarray,
+    slot_off: np.ndarray,
+    sl_feat: np.ndarray,
+    sl_z: np.ndarray,
+    fill: bool,
+) -> np.ndarray:
+    """Depth-first walk of every tree: pre-order, each node's pattern bit, each leaf's (feature, z) slots.
+
+    Slots are numbered by first occurrence along a path, so a node's slot is the same for every leaf
+    below it. A feature tested again deeper keeps its slot and its z multiplies by the new cover
+    fraction, which is how TreeSHAP merges repeated features ("unwind" then extend).
+    Returns (status, tree): 0 ok, 1 too many distinct features on a path, 2 zero count, 3 malformed links.
+    """
+    status = np.zeros(2, dtype=np.int64)
+    for t in range(len(n_leaves)):
+        nl = n_leaves[t]
+        if nl <= 1:
+            continue
+        ni = nl - 1
+        io = int_off[t]
+        lo = leaf_off[t]
+        width = min(ni, max_slots) + 1
+        depth = np.zeros(ni + nl, dtype=np.int64)
+        feats = np.empty((ni + nl, width), dtype=np.int64)
+        zs = np.empty((ni + nl, width), dtype=np.float64)
+        stack = np.empty(ni + nl, dtype=np.int64)
+        stack[0] = 0
+        top = 1
+        visited = 0
+        while top > 0:
+            top -= 1
+            u = stack[top]
+            order[io + visited] = u
+            visited += 1
+            f = split_feature[io + u]
+            d = depth[u]
+            s = d
+            for j in range(d):
+                if feats[u, j] == f:
+                    s = j
+                    break
+            if s >= max_slots:
+                status[0] = 1
+                status[1] = t
+                return status
+            node_bit[io + u] = np.int64(1) << s
+            parent_count = internal_count[io + u]
+            if not (parent_count > 0.0):
+                status[0] = 2
+                status[1] = t
+                return status
+            for side in range(2):
+                c = right[io + u] if side == 0 else left[io + u]  # right pushed first: left pops first
+                if c >= ni or ~c >= nl:
+                    status[0] = 3
+                    status[1] = t
+                    return status
+                cu = c if c >= 0 else ni + ~c
+                for j in range(d):
+                    feats[cu, j] = feats[u, j]
+                    zs[cu, j] = zs[u, j]
+                nd = d
+                if s == d:
+                    feats[cu, s] = f
+                    zs[cu, s] = 1.0
+                    nd = d + 1
+                child_count = internal_count[io + c] if c >= 0 else leaf_count[lo + ~c]
+                zs[cu, s] = (child_count / parent_count) * zs[cu, s]
+                depth[cu] = nd
+                if c >= 0:
+                    if visited + top >= ni:  # more internal nodes than the tree has: not a tree
+                        status[0] = 3
+                        status[1] = t
+                        return status
+                    stack[top] = c
+                    top += 1
+                else:
+                    g = lo + ~c
+                    lf_d[g] = nd
+                    if fill:
+                        for j in range(nd):
+                            sl_feat[slot_off[g] + j] = feats[cu, j]
+                            sl_z[slot_off[g] + j] = zs[cu, j]
+        if visited != ni:
+            status[0] = 3
+            status[1] = t
+            return status
+    return status
+
+
+@njit(cache=True)
+def _table_layout(
+    lf_d: np.ndarray, slot_off: np.ndarray, sl_z: np.ndarray, max_depth: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per leaf: mode 0 = table (d <= max_depth, all z > 0), 1 = run-time polynomial; each table's offset."""
+    mode = np.zeros(len(lf_d), dtype=np.int64)
+    tab_off = np.zeros(len(lf_d), dtype=np.int64)
+    total = 0
+    for g in range(len(lf_d)):
+        d = lf_d[g]
+        usable = d <= max_depth
+        for j in range(d):
+            if not (sl_z[slot_off[g] + j] > 0.0):
+                usable = False
+        if usable:
+            tab_off[g] = total
+            total += np.int64(1) << d
+        else:
+            mode[g] = 1
+    return mode, tab_off, total
+
+
+@njit(cache=True)
+def _expected_value(
+    n_leaves: np.ndarray,
+    leaf_off: np.ndarray,
+    int_off: np.ndarray,
+    leaf_value: np.ndarray,
+    leaf_count: np.ndarray,
+    internal_count: np.ndarray,
+) -> float:
+    """Sum of LightGBM's Tree::ExpectedValue: leaf values weighted by their share of the root's count."""
+    total = 0.0
+    for t in range(len(n_leaves)):
+        lo = leaf_off[t]
+        if n_leaves[t] == 1:
+            total += leaf_value[lo]
+            continue
+        root = internal_count[int_off[t]]
+        tree_value = 0.0
+        for j in range(n_leaves[t]):
+            tree_value += (leaf_count[lo + j] / root) * leaf_value[lo + j]
+        total += tree_value
+    return total
 
 
 @njit(cache=True)
@@ -461,29 +523,6 @@ def _fill_tables(
             table[base + s] *= v
 
 
-@njit(cache=True, inline="always")
-def _goes_left(x: float, node_type: int, thr: float, cat_off: int, cat_len: int, cat_bits: np.ndarray) -> bool:
-    """LightGBM's Tree::Decision on a raw value, including its missing-value and int-cast rules."""
-    if node_type & 1:
-        # CategoricalDecision: NaN and negatives (after the int cast) go right; so do codes past the bitset.
-        if not (x > -1.0):
-            return False
-        if x >= 32.0 * cat_len:
-            return False
-        c = np.int64(x)
-        return ((cat_bits[cat_off + (c >> 5)] >> (c & 31)) & 1) == 1
-    missing = (node_type >> 2) & 3
-    if x != x:
-        if missing == 2:
-            return (node_type & 2) != 0
-        x = 0.0
-    elif -_ZERO <= x <= _ZERO:
-        x = 0.0  # the predictor drops |x| <= kZeroThreshold, so the tree sees an exact 0
-    if missing == 1 and x == 0.0:
-        return (node_type & 2) != 0
-    return x <= thr
-
-
 @njit(cache=True, parallel=True)
 def _contrib_kernel(
     X: np.ndarray,
@@ -513,12 +552,11 @@ def _contrib_kernel(
     weights: np.ndarray,
     block: int,
 ) -> None:
-    """Add every tree's SHAP values to `out` (which already holds the bias), row blocks in parallel."""
+    """Add every tree's SHAP values to `out` (which already holds the bias); row blocks run in parallel."""
     n = X.shape[0]
-    n_trees = len(tree_n_int)
     max_int = 1
     max_leaves = 1
-    for t in range(n_trees):
+    for t in range(len(tree_n_int)):
         max_int = max(max_int, tree_n_int[t])
         max_leaves = max(max_leaves, tree_n_leaves[t])
     max_d = 1
@@ -526,66 +564,172 @@ def _contrib_kernel(
         max_d = max(max_d, lf_d[g])
     n_blocks = (n + block - 1) // block
     for b in prange(n_blocks):
-        r0 = b * block
-        r1 = min(n, r0 + block)
-        patt_int = np.empty(max_int, dtype=np.int64)
-        patt_leaf = np.empty(max_leaves, dtype=np.int64)
-        poly = np.empty(max_d + 2, dtype=np.float64)
-        quot = np.empty(max_d + 2, dtype=np.float64)
-        for t in range(n_trees):
-            n_int = tree_n_int[t]
-            if n_int == 0:
-                continue
-            no = tree_node_off[t]
-            lo = tree_leaf_off[t]
-            nl = tree_n_leaves[t]
-            for r in range(r0, r1):
-                # Top-down sweep: a leaf's pattern bit for a feature stays set only while the row
-                # follows the path at every node testing that feature.
-                patt_int[0] = -1
-                for i in range(n_int):
-                    k = no + i
-                    p = patt_int[i]
-                    left = _goes_left(X[r, nd_feat[k]], nd_type[k], nd_thr[k], nd_cat_off[k], nd_cat_len[k], cat_bits)
-                    bit = nd_bit[k]
-                    if left:
-                        pl = p
-                        pr = p & ~bit
-                    else:
-                        pl = p & ~bit
-                        pr = p
-                    c = nd_left[k]
-                    if c >= 0:
-                        patt_int[c] = pl
-                    else:
-                        patt_leaf[~c] = pl
-                    c = nd_right[k]
-                    if c >= 0:
-                        patt_int[c] = pr
-                    else:
-                        patt_leaf[~c] = pr
-                for leaf in range(nl):
-                    g = lo + leaf
-                    d = lf_d[g]
-                    h_mask = patt_leaf[leaf] & ((1 << d) - 1)
-                    so = lf_slot_off[g]
-                    if lf_mode[g] == 0:
-                        to = lf_tab_off[g]
-                        t_h = table[to + h_mask]
-                        for s in range(d):
-                            sb = 1 << s
-                            f = sl_feat[so + s]
-                            if h_mask & sb:
-                                out[r, f] += sl_coef[so + s] * table[to + (h_mask ^ sb)]
-                            else:
-                                out[r, f] -= t_h
-                    else:
-                        _leaf_by_polynomial(out, r, d, h_mask, so, lf_value[g], sl_feat, sl_z, weights, poly, quot)
+        _explain_block(
+            X, out, b * block, min(n, (b + 1) * block), block, max_int, max_leaves, max_d,
+            tree_node_off, tree_n_int, tree_leaf_off, tree_n_leaves,
+            nd_feat, nd_thr, nd_type, nd_cat_off, nd_cat_len, nd_left, nd_right, nd_bit, cat_bits,
+            lf_value, lf_d, lf_mode, lf_slot_off, lf_tab_off, sl_feat, sl_z, sl_coef, table, weights,
+        )  # fmt: skip
+
+
+@njit(cache=True)
+def _explain_block(
+    X: np.ndarray,
+    out: np.ndarray,
+    r0: int,
+    r1: int,
+    block: int,
+    max_int: int,
+    max_leaves: int,
+    max_d: int,
+    tree_node_off: np.ndarray,
+    tree_n_int: np.ndarray,
+    tree_leaf_off: np.ndarray,
+    tree_n_leaves: np.ndarray,
+    nd_feat: np.ndarray,
+    nd_thr: np.ndarray,
+    nd_type: np.ndarray,
+    nd_cat_off: np.ndarray,
+    nd_cat_len: np.ndarray,
+    nd_left: np.ndarray,
+    nd_right: np.ndarray,
+    nd_bit: np.ndarray,
+    cat_bits: np.ndarray,
+    lf_value: np.ndarray,
+    lf_d: np.ndarray,
+    lf_mode: np.ndarray,
+    lf_slot_off: np.ndarray,
+    lf_tab_off: np.ndarray,
+    sl_feat: np.ndarray,
+    sl_z: np.ndarray,
+    sl_coef: np.ndarray,
+    table: np.ndarray,
+    weights: np.ndarray,
+) -> None:
+    """Rows r0..r1: loops run tree -> node or leaf -> row, so the innermost loops are branch-free over
+    rows (they vectorize) and one tree's tables stay in cache for the whole block."""
+    n_feat = X.shape[1]
+    m = r1 - r0
+    # The block's rows, transposed; |x| <= kZeroThreshold reads as 0 as in LightGBM's predictor.
+    xb = np.empty((n_feat, block), dtype=np.float64)
+    for r in range(m):
+        for f in range(n_feat):
+            x = X[r0 + r, f]
+            xb[f, r] = 0.0 if abs(x) <= _ZERO else x
+    acc = np.zeros((n_feat, block), dtype=np.float64)
+    # Pattern of every node for every row: internal nodes first, then leaves at max_int + leaf.
+    patt = np.empty((max_int + max_leaves, block), dtype=np.int64)
+    poly = np.empty(max_d + 2, dtype=np.float64)
+    quot = np.empty(max_d + 2, dtype=np.float64)
+    for t in range(len(tree_n_int)):
+        n_int = tree_n_int[t]
+        if n_int == 0:
+            continue
+        no = tree_node_off[t]
+        for r in range(m):
+            patt[0, r] = -1
+        for i in range(n_int):
+            _sweep_node(xb, patt, i, no + i, m, max_int, nd_feat, nd_thr, nd_type, nd_cat_off, nd_cat_len, nd_left, nd_right, nd_bit, cat_bits)
+        lo = tree_leaf_off[t]
+        for leaf in range(tree_n_leaves[t]):
+            g = lo + leaf
+            d = lf_d[g]
+            mask = (1 << d) - 1
+            so = lf_slot_off[g]
+            ph = patt[max_int + leaf]
+            if lf_mode[g] == 0:
+                to = lf_tab_off[g]
+                for s in range(d):
+                    coef = sl_coef[so + s]
+                    others = mask & ~(1 << s)
+                    af = acc[sl_feat[so + s]]
+                    for r in range(m):
+                        h = ph[r]
+                        # Bit s set: coef * B(H - s); clear: -B(H), and then H - s = H.
+                        hot = np.float64((h >> s) & 1)
+                        af[r] += (hot * coef - (1.0 - hot)) * table[to + (h & others)]
+            else:
+                for r in range(m):
+                    _leaf_by_polynomial(acc, r, d, ph[r] & mask, so, lf_value[g], sl_feat, sl_z, weights, poly, quot)
+    for r in range(m):
+        for f in range(n_feat):
+            out[r0 + r, f] += acc[f, r]
+
+
+@njit(cache=True, inline="always")
+def _sweep_node(
+    xb: np.ndarray,
+    patt: np.ndarray,
+    i: int,
+    k: int,
+    m: int,
+    max_int: int,
+    nd_feat: np.ndarray,
+    nd_thr: np.ndarray,
+    nd_type: np.ndarray,
+    nd_cat_off: np.ndarray,
+    nd_cat_len: np.ndarray,
+    nd_left: np.ndarray,
+    nd_right: np.ndarray,
+    nd_bit: np.ndarray,
+    cat_bits: np.ndarray,
+) -> None:
+    """Pass node i's row patterns to its children, clearing the node's bit on the side a row does not take.
+
+    Decisions follow LightGBM's Tree::Decision exactly: numerical splits send NaN to 0.0 unless the
+    missing type is NaN, send missing values (NaN, or 0 for missing type Zero) the default way;
+    categorical splits int-cast the value and send NaN, negatives and codes past the bitset right.
+    """
+    xr = xb[nd_feat[k]]
+    pin = patt[i]
+    c = nd_left[k]
+    pl = patt[c] if c >= 0 else patt[max_int + ~c]
+    c = nd_right[k]
+    pr = patt[c] if c >= 0 else patt[max_int + ~c]
+    bit = nd_bit[k]
+    node_type = nd_type[k]
+    thr = nd_thr[k]
+    default_left = (node_type & 2) != 0
+    missing = (node_type >> 2) & 3
+    if node_type & 1:
+        co = nd_cat_off[k]
+        limit = 32.0 * nd_cat_len[k]
+        for r in range(m):
+            x = xr[r]
+            valid = (x > -1.0) & (x < limit)
+            code = np.int64(x if valid else 0.0)
+            went = np.int64(valid & (((cat_bits[co + (code >> 5)] >> (code & 31)) & 1) == 1))
+            p = pin[r]
+            pl[r] = p & ~(bit * (1 - went))
+            pr[r] = p & ~(bit * went)
+    elif missing == _MISSING_NAN:
+        for r in range(m):
+            x = xr[r]
+            went = np.int64(default_left if x != x else x <= thr)
+            p = pin[r]
+            pl[r] = p & ~(bit * (1 - went))
+            pr[r] = p & ~(bit * went)
+    elif missing == _MISSING_ZERO:
+        for r in range(m):
+            x = xr[r]
+            x = 0.0 if x != x else x
+            went = np.int64(default_left if x == 0.0 else x <= thr)
+            p = pin[r]
+            pl[r] = p & ~(bit * (1 - went))
+            pr[r] = p & ~(bit * went)
+    else:
+        for r in range(m):
+            x = xr[r]
+            x = 0.0 if x != x else x
+            went = np.int64(x <= thr)
+            p = pin[r]
+            pl[r] = p & ~(bit * (1 - went))
+            pr[r] = p & ~(bit * went)
 
 
 @njit(cache=True)
 def _leaf_by_polynomial(
-    out: np.ndarray,
+    acc: np.ndarray,
     r: int,
     d: int,
     h_mask: int,
@@ -597,7 +741,11 @@ def _leaf_by_polynomial(
     poly: np.ndarray,
     quot: np.ndarray,
 ) -> None:
-    """One leaf's shares without a table: B(H) from the coefficients of prod_{j in H} (t + z_j)."""
+    """One leaf's shares for row r without a table, from the coefficients of prod_{j in H} (t + z_j).
+
+    With p_k those coefficients and Zc the product of the cold z's: B(H) = Zc sum_k W(k, d) p_k, and a hot
+    feature's C_i uses p / (t + z_i), divided from the top (stable, as 0 <= z_i <= 1, and division-free).
+    """
     cold = 1.0
     h = 0
     poly[0] = 1.0
@@ -605,27 +753,26 @@ def _leaf_by_polynomial(
         zs = sl_z[so + s]
         if (h_mask >> s) & 1:
             poly[h + 1] = poly[h]
-            for m in range(h, 0, -1):
-                poly[m] = poly[m - 1] + zs * poly[m]
+            for j in range(h, 0, -1):
+                poly[j] = poly[j - 1] + zs * poly[j]
             poly[0] = zs * poly[0]
             h += 1
         else:
             cold *= zs
     b_h = 0.0
-    for m in range(h + 1):
-        b_h += weights[d, m] * poly[m]
+    for j in range(h + 1):
+        b_h += weights[d, j] * poly[j]
     b_h *= cold * v
     for s in range(d):
         f = sl_feat[so + s]
         if (h_mask >> s) & 1:
             zs = sl_z[so + s]
-            # poly / (t + z_s), from the top: stable since 0 <= z_s <= 1.
             quot[h - 1] = poly[h]
-            for m in range(h - 1, 0, -1):
-                quot[m - 1] = poly[m] - zs * quot[m]
-            acc = 0.0
-            for m in range(h):
-                acc += weights[d, m] * quot[m]
-            out[r, f] += v * (1.0 - zs) * cold * acc
+            for j in range(h - 1, 0, -1):
+                quot[j - 1] = poly[j] - zs * quot[j]
+            total = 0.0
+            for j in range(h):
+                total += weights[d, j] * quot[j]
+            acc[f, r] += v * (1.0 - zs) * cold * total
         else:
-            out[r, f] -= b_h
+            acc[f, r] -= b_h

@@ -9,6 +9,7 @@ python -m pipelines.calibrate --features data/features/features.parquet --model 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,16 @@ def period_weeks(t0: pl.Series) -> float:
     return max(span, 1.0) / 7.0
 
 
+def threshold_score(t: float) -> int:
+    """The lowest 0-100 score at or above probability t: SQL means score >= this, the number a rep sees."""
+    return int(math.ceil(100.0 * t - 1e-9))
+
+
+def on_score_scale(p: np.ndarray) -> np.ndarray:
+    """Probabilities rounded to the 0-100 score, so a threshold chosen among them falls on a whole score."""
+    return to_score(p) / 100.0
+
+
 def policy_inputs(params: dict[str, Any]) -> dict[str, Any]:
     keys = ("value_per_conversion", "cost_per_handoff", "reps", "leads_per_rep_per_week", "precision_target", "recall_target")
     return {k: params[k] for k in keys}
@@ -53,22 +64,24 @@ def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params:
     legacy_handoffs = int((valid["legacy_score"] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy else None
     inputs = policy_inputs(params)
     kwargs = dict(policy=params["policy"], weeks=weeks, legacy_handoffs=legacy_handoffs, **inputs)
-    t = float(choose_threshold(y, p, **kwargs))
-    lo, hi = bootstrap_interval(y, p, n=int(params["bootstrap"]), seed=int(params["base"]["seed"]), level=0.9, **kwargs)
+    p_score = on_score_scale(p)
+    t = float(choose_threshold(y, p_score, **kwargs))
+    lo, hi = bootstrap_interval(y, p_score, n=int(params["bootstrap"]), seed=int(params["base"]["seed"]), level=0.9,
+                                **kwargs)
     calib = {
         "calibrator": calibrator.to_dict(),
         "reference": [float(v) for v in percentile_reference(p_train)],
         "valid_ece_uncalibrated": ece(y, 1.0 / (1.0 + np.exp(-margin))),
-        "valid_ece": ece(y, p),
+        "valid_ece_in_sample": ece(y, p),
         "valid_positives": int(y.sum()),
     }
     threshold = {
         "policy": params["policy"],
         "inputs": {**inputs, "legacy_handoffs_valid": legacy_handoffs, "valid_weeks": round(weeks, 4)},
         "threshold_probability": t,
-        "threshold_score": int(to_score(np.array([t]))[0]),
-        "interval_90": {"probability": [float(lo), float(hi)], "score": [int(s) for s in to_score(np.array([lo, hi]))]},
-        "expected_handoffs_per_week": float((p >= t).sum() / weeks),
+        "threshold_score": threshold_score(t),
+        "interval_90": {"probability": [float(lo), float(hi)], "score": [threshold_score(lo), threshold_score(hi)]},
+        "expected_handoffs_per_week": float((to_score(p) >= threshold_score(t)).sum() / weeks),
         "chosen_on": "valid",
         "method": calibrator.method,
     }
@@ -90,7 +103,7 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
             "threshold_probability": threshold["threshold_probability"],
             "threshold_score": threshold["threshold_score"],
             "expected_handoffs_per_week": threshold["expected_handoffs_per_week"],
-            "valid_ece": calib["valid_ece"],
+            "valid_ece_in_sample": calib["valid_ece_in_sample"],
             "valid_ece_uncalibrated": calib["valid_ece_uncalibrated"],
         })
         for f in files:
@@ -117,7 +130,7 @@ def main() -> None:
     write_json(args.run, run_info)
     lo, hi = threshold["interval_90"]["score"]
     print(f"calibrate: {calib['calibrator']['method']} (valid ECE {calib['valid_ece_uncalibrated']:.3f} -> "
-          f"{calib['valid_ece']:.3f}); policy {threshold['policy']}: hand off at score >= {threshold['threshold_score']} "
+          f"{calib['valid_ece_in_sample']:.3f}); policy {threshold['policy']}: hand off at score >= {threshold['threshold_score']} "
           f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week")
 
 

@@ -63,7 +63,7 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
     }
     if baseline is not None:
         out["test"]["baseline_lr_auc"] = M.auc(y, baseline.predict_proba(X))
-    selected = p >= bundle.threshold_probability
+    selected = bundle.decide(p) == SQL
     decision = decision_metrics(y, selected, weeks=weeks, value=value, cost=cost)
     decision.update(policy=bundle.threshold["policy"], threshold_score=int(bundle.threshold["threshold_score"]),
                     threshold_probability=float(bundle.threshold["threshold_probability"]))

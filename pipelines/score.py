@@ -28,7 +28,7 @@ from models.treeshap import TreeShap
 from pipelines.bundle import load_bundle
 from pipelines.explain import load_catalog
 from pipelines.io import BadInput, atomic_path, write_frame
-from pipelines.rows import check_events, check_leads, read_table
+from pipelines.rows import check_batch, read_table
 
 QUARANTINE_COLUMNS = {"table": pl.String, "row": pl.Int64, "lead_id": pl.String, "column": pl.String, "reason": pl.String}
 OUTPUT_SCHEMA: dict[str, Any] = {
@@ -59,14 +59,9 @@ def check_compatible(leads: pl.DataFrame, source: dict[str, Any], file: Path) ->
     return missing
 
 
-def default_as_of(events: Path | None) -> datetime:
-    """The newest event in the batch (deterministic for a file); now only when there are no events."""
-    if events is not None:
-        newest = pl.scan_parquet(events).select(pl.col(OCCURRED_AT).max()).collect().item() \
-            if events.suffix == ".parquet" else None
-        if newest is not None:
-            return newest
-    return datetime.now(UTC)
+def _utc(ts: datetime) -> datetime:
+    """A naive --as-of is read as UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
@@ -147,16 +142,14 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
     quarantine = quarantine or out.with_name(f"{out.stem}.quarantine.csv")
     raw = read_table(leads_path)
     missing_optional = check_compatible(raw, source, leads_path)
-    leads, bad_leads = check_leads(raw, file=leads_path, columns=expected_columns(source))
-    leads = leads.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
-    as_of = as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else default_as_of(events)
-    bad = [bad_leads]
-    if events is not None and source.get("has_events", True):
-        ev_frame, bad_events = check_events(read_table(events), file=events, known=leads[LEAD_ID])
-        bad.append(bad_events)
-        ev = ev_frame.lazy()
-    else:
-        ev = pl.LazyFrame(schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    use_events = events is not None and source.get("has_events", True)
+    batch = check_batch(raw, read_table(events) if use_events else None, source=source, leads_file=leads_path,
+                        events_file=events if use_events else None, as_of=_utc(as_of) if as_of else None)
+    leads = batch.leads
+    as_of = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
     explainer = TreeShap.from_booster(bundle.booster)
     catalog = load_catalog()
     writer = _Writer(out)
@@ -171,12 +164,10 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
             writer.write(scored, tmp)
             progress.advance(task, part.height)
         writer.close(tmp)
-    rejected = pl.concat([b.select(list(QUARANTINE_COLUMNS)).cast(QUARANTINE_COLUMNS) for b in bad]) if bad else \
-        pl.DataFrame(schema=QUARANTINE_COLUMNS)
-    write_frame(rejected.filter(pl.col("table") == "leads").vstack(rejected.filter(pl.col("table") != "leads")), quarantine)
-    quarantined_leads = int(bad_leads.height)
-    report = {"rows_in": raw.height, "scored": leads.height, "quarantined": quarantined_leads, "sql": n_sql,
-              "events_quarantined": int(sum(b.height for b in bad[1:])), "as_of": as_of.isoformat(),
+    rejected = batch.quarantine.sort("table", "row")
+    write_frame(rejected, quarantine)
+    report = {"rows_in": raw.height, "scored": leads.height, "quarantined": int((rejected["table"] == "leads").sum()),
+              "sql": n_sql, "events_quarantined": int((rejected["table"] == "events").sum()), "as_of": as_of.isoformat(),
               "missing_optional_columns": missing_optional, "quarantine_file": str(quarantine)}
     if report["rows_in"] != report["scored"] + report["quarantined"]:
         raise RuntimeError(f"reconciliation failed: {report}")
@@ -189,12 +180,15 @@ def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | Non
     bundle = load_bundle(model)
     source = source_of(bundle)
     raw = read_table(leads_path)
-    leads, _ = check_leads(raw, file=leads_path, columns=expected_columns(source))
+    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in check_compatible(raw, source, leads_path)])
+    batch = check_batch(raw, read_table(events) if events else None, source=source, leads_file=leads_path,
+                        events_file=events, as_of=_utc(as_of) if as_of else None)
+    leads = batch.leads
     if lead_ids:
         leads = leads.filter(pl.col(LEAD_ID).is_in(lead_ids))
-    as_of = as_of.replace(tzinfo=as_of.tzinfo or UTC) if as_of else default_as_of(events)
-    ev = check_events(read_table(events), file=events, known=leads[LEAD_ID])[0].lazy() if events else \
-        pl.LazyFrame(schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    as_of = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
     feats = build_features(leads.lazy(), ev, source, observation_days=int(bundle.spec["observation_days"]),
                            windows=bundle.spec["windows"], as_of=as_of).collect()
     feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")

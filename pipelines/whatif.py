@@ -14,9 +14,10 @@ from rich.table import Table
 from features.spec import to_matrix
 from models.calibration import to_score
 from models.metrics import decision_table
+from models.bundle import SQL
 from models.threshold import choose_threshold
 from pipelines.bundle import load_bundle
-from pipelines.calibrate import LEGACY_CUTOFFS, period_weeks, policy_inputs
+from pipelines.calibrate import LEGACY_CUTOFFS, on_score_scale, period_weeks, policy_inputs, threshold_score
 from pipelines.io import load_params
 
 COLUMNS = ("handoffs_per_week", "precision", "recall", "conversions", "expected_value")
@@ -32,7 +33,7 @@ def what_if(model: str | Path, features: Path, *, policy: str, overrides: dict[s
     y_valid = valid["label"].to_numpy().astype(np.float64)
     has_legacy = "legacy_score" in frame.columns and frame["legacy_score"].null_count() < frame.height
     legacy_valid = int((valid["legacy_score"] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy else None
-    t = float(choose_threshold(y_valid, p_valid, policy=policy, weeks=period_weeks(valid["t0"]),
+    t = float(choose_threshold(y_valid, on_score_scale(p_valid), policy=policy, weeks=period_weeks(valid["t0"]),
                                legacy_handoffs=legacy_valid, **inputs))
     y = test["label"].to_numpy().astype(np.float64)
     p = bundle.probability(to_matrix(test, bundle.spec))
@@ -40,9 +41,9 @@ def what_if(model: str | Path, features: Path, *, policy: str, overrides: dict[s
     kw = {"weeks": weeks, "value_per_conversion": float(inputs["value_per_conversion"]),
           "cost_per_handoff": float(inputs["cost_per_handoff"])}
     rows: dict[str, Any] = {
-        f"{policy} (score >= {int(to_score(np.array([t]))[0])})": decision_table(y, p >= t, **kw),
+        f"{policy} (score >= {threshold_score(t)})": decision_table(y, to_score(p) >= threshold_score(t), **kw),
         f"bundle: {bundle.threshold['policy']} (score >= {bundle.threshold['threshold_score']})":
-            decision_table(y, p >= bundle.threshold_probability, **kw),
+            decision_table(y, bundle.decide(p) == SQL, **kw),
     }
     if has_legacy:
         legacy = test["legacy_score"].fill_null(0).to_numpy()

@@ -1,0 +1,893 @@
+"""Source mappings: bring a real export (any file layout, any column names) into the canonical tables by configuration.
+
+A mapping is a small YAML file (sources/*.yaml) that `pipelines` reads; this module validates the parsed dict
+(`load_mapping`, clear errors for unknown keys and impossible combinations), says how to read each file
+(`read_spec`), and applies the mapping to frames already read (`apply_mapping`): renames, missing-value markers,
+value maps, the lead id, the creation time (a column, or pseudo-times spread over a span when the export has none),
+the target, and the column roles. It does no I/O. The result goes to `features.contract` for the row checks.
+
+Format reference (every key except `name` and `leads` is optional; see sources/*.yaml for worked examples)::
+
+    name: acme_crm                    # shown in reports and source.json
+    snapshot_at: 2025-06-30           # when the export was taken; default: the newest timestamp in the data
+    null_values: [unknown]            # text values that mean "missing" in every text column of every table
+    leads:
+      path: data/raw/leads.csv        # relative to the working directory (the project root)
+      format: csv                     # csv | parquet; default from the extension
+      csv: {separator: ";", quote: '"', encoding: utf8, null_values: ["NA"], infer_schema_length: null}
+      schema: {nr.employed: float}    # read types by *file* column name (CSV only); types are inferred from
+                                      # the whole file unless csv.infer_schema_length is given
+      rename: {Lead Source: lead_source}   # applied first: every key below uses the new names
+      null_values: [Select]           # like the global list, for this table only
+      value_maps: {lead_source: {google: Google}, pdays: {999: null}}
+      lead_id: Prospect ID            # a column (default: lead_id), or {column: X}, or {row_number: true, prefix: "r"}
+      created_at: {column: Created, format: "%d/%m/%Y %H:%M", timezone: Europe/Berlin}
+      # or {order_by: Lead Number, start: 2019-01-01, end: 2019-12-31, descending: false}
+      # or {row_order: true, start: 2008-05-01, end: 2010-11-30}
+      target: {column: Converted, positive: [1], negative: [0], converted_at: {column: Won On}}
+      categorical: {lead_source: {group: lead_source, description: "...", parse: seniority, reason: {...}}}
+      numeric: {total_visits: {group: research, description: "...", min: 0, max: null, reason: {...}}}
+      legacy_score: Score             # the rule-based 0-100 score being replaced (never a feature)
+      pii: [name, email]              # kept for notes, never features
+      notes_allowed: [name]           # columns a rep may see in a handoff note
+      keep: [account_id]              # carried through unchanged, no role
+      drop_leaky: [Tags]              # dropped, and listed as leaky in source.json and the report
+      after_outcome: [campaign]       # kept, but recorded after the outcome: the leak guard refuses them as features
+    events:
+      path: ...; format / csv / schema / rename / null_values / value_maps as above
+      lead_id: {column: lead_id}
+      occurred_at: {column: occurred_at, format: null, timezone: UTC}
+      event_type: {column: activity, map: {"Pricing Page Visit": page_pricing}}   # unknown types become "other"
+    outcomes:                         # or leads.target, not both
+      path: ...; format / csv / schema / rename / null_values / value_maps as above
+      lead_id: {column: lead_id}      # or join: {column: contact_email, leads_column: email} (a won-deals table)
+      converted: {column: stage, positive: [won], negative: [lost]}  # default: a `converted` column, else
+                                      # "converted = converted_at is set"
+      converted_at: {column: closed_at, format: null}
+      duplicates: quarantine          # quarantine (every copy) | earliest (keep the earliest; default with join)
+    truth: {path: data/raw/truth.parquet}   # synthetic data only; only evaluation reads it
+    params: {calibrate: {...}}        # params.yaml overrides used by `leadlift run-source` (not read here)
+
+Columns of the leads file that no key mentions are dropped and listed in the report. Pseudo-times (`order_by`,
+`row_order`) are spread evenly over [start, end] in the order given, so everything measured per unit of time
+downstream (handoffs per week, the time split's boundaries) depends on that stated span, not on real dates.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import PurePath
+from typing import Any
+
+import polars as pl
+
+from features.contract import REASON, REASON_COLUMN, ROW, ContractError, TimeFormat, check_layout, require_columns
+from features.contract import timestamp_expr as _timestamp_expr
+from features.schema import (
+    CONVERTED,
+    CONVERTED_AT,
+    CREATED_AT,
+    EVENT_TYPE,
+    EVENT_TYPES,
+    GROUPS,
+    LEAD_ID,
+    LEGACY_SCORE,
+    OCCURRED_AT,
+    OTHER_EVENT,
+    TS,
+)
+
+_TABLE_KEYS = {"path", "format", "csv", "schema", "rename", "null_values", "value_maps"}
+KEYS: dict[str, set[str]] = {
+    "top": {"name", "description", "snapshot_at", "null_values", "leads", "events", "outcomes", "truth", "params"},
+    "leads": _TABLE_KEYS | {"lead_id", "created_at", "target", "categorical", "numeric", "legacy_score", "pii",
+                            "notes_allowed", "keep", "drop_leaky", "after_outcome"},
+    "events": _TABLE_KEYS | {"lead_id", "occurred_at", "event_type"},
+    "outcomes": _TABLE_KEYS | {"lead_id", "join", "converted", "converted_at", "duplicates"},
+    "csv": {"separator", "quote", "encoding", "null_values", "infer_schema_length"},
+    "lead_id": {"column", "row_number", "prefix"},
+    "time_column": {"column", "format", "timezone"},
+    "created_at": {"column", "format", "timezone", "order_by", "row_order", "start", "end", "descending"},
+    "target": {"column", "positive", "negative", "converted_at"},
+    "converted": {"column", "positive", "negative"},
+    "join": {"column", "leads_column"},
+    "event_type": {"column", "map"},
+    "categorical": {"group", "description", "parse", "reason"},
+    "numeric": {"group", "description", "reason", "min", "max"},
+    "truth": {"path"},
+}
+FORMATS = ("csv", "parquet")
+PARSERS = ("seniority",)
+DUPLICATES = ("quarantine", "earliest")
+_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SCHEMA_TYPES: dict[str, pl.DataType] = {
+    "string": pl.String(), "str": pl.String(), "text": pl.String(),
+    "int": pl.Int64(), "int64": pl.Int64(), "integer": pl.Int64(),
+    "float": pl.Float64(), "float64": pl.Float64(), "double": pl.Float64(), "number": pl.Float64(),
+    "bool": pl.Boolean(), "boolean": pl.Boolean(),
+    "date": pl.Date(), "datetime": pl.Datetime("us"),
+}  # fmt: skip
+#: Names a declared column may not take: they belong to the canonical tables.
+RESERVED = frozenset({LEAD_ID, CREATED_AT, LEGACY_SCORE, CONVERTED, CONVERTED_AT, OCCURRED_AT, EVENT_TYPE, "t0",
+                      "split", "label", "scope", ROW, REASON, REASON_COLUMN})
+UNKNOWN_JOIN_KEY = "no lead with this join key"
+AMBIGUOUS_JOIN_KEY = "join key matches several leads"
+REPEAT_OUTCOME = "repeat outcome for the lead (earliest kept)"
+TARGET_UNRECOGNISED = "unrecognised target value"
+
+
+class MappingError(ContractError):
+    """The source mapping itself is wrong (an unknown key, a missing group, a contradiction): exit 2."""
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How `pipelines` reads one table's file."""
+
+    table: str
+    path: str
+    format: str
+    separator: str = ","
+    quote: str | None = '"'
+    encoding: str = "utf8"
+    null_values: tuple[str, ...] = ()
+    schema_overrides: dict[str, pl.DataType] | None = None
+    infer_schema_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """A mapping applied: canonical-named frames for the contract, and what the contract and the report need."""
+
+    leads: pl.LazyFrame
+    events: pl.LazyFrame | None
+    #: None only for a canonical check without outcomes (`leadlift validate` given no outcomes file).
+    outcomes: pl.LazyFrame | None
+    source: dict[str, Any]
+    #: Role columns of leads for `contract.annotate_leads`.
+    categorical: list[str]
+    numeric: dict[str, dict[str, Any]]
+    legacy_score: bool
+    passthrough: list[str]
+    time_formats: dict[str, TimeFormat]
+    #: table -> canonical column -> the source column it came from (for messages that point into the file).
+    origins: dict[str, dict[str, str]]
+    #: table -> {"leaky": [...], "undeclared": [...], "used_for_roles": [...]}.
+    dropped: dict[str, dict[str, list[str]]]
+
+
+# ---------------------------------------------------------------- load and validate
+
+
+def load_mapping(raw: Mapping[str, Any] | None, *, origin: str = "source mapping") -> dict[str, Any]:
+    """Validate a parsed mapping; return it with defaults filled. Raises MappingError naming the key and the fix."""
+    if not isinstance(raw, Mapping):
+        raise MappingError(origin, "a source mapping must be a YAML mapping with at least `name` and `leads`")
+    _known(raw, "top", "", origin)
+    for key in ("name", "leads"):
+        if key not in raw:
+            raise MappingError(origin, f"missing required key {key!r}")
+    m: dict[str, Any] = {"name": str(raw["name"]),
+                         "null_values": _str_list(raw.get("null_values"), "null_values", origin)}
+    m["snapshot_at"] = _instant(raw["snapshot_at"], "snapshot_at", origin) if raw.get("snapshot_at") else None
+    m["leads"] = _load_leads(_section(raw, "leads", origin), origin)
+    m["events"] = _load_events(_section(raw, "events", origin), origin) if raw.get("events") else None
+    m["outcomes"] = _load_outcomes(_section(raw, "outcomes", origin), origin) if raw.get("outcomes") else None
+    truth = raw.get("truth")
+    if isinstance(truth, Mapping):
+        _known(truth, "truth", "truth.", origin)
+        truth = truth.get("path")
+    m["truth"] = str(truth) if truth else None
+    if m["outcomes"] is None and m["leads"]["target"] is None:
+        raise MappingError(origin, "no target: give `outcomes:` (a table) or `leads.target: {column, positive}`")
+    if m["outcomes"] is not None and m["leads"]["target"] is not None:
+        raise MappingError(origin, "give the target once: `outcomes:` or `leads.target`, not both")
+    if m["events"] is not None and m["leads"]["lead_id"].get("row_number"):
+        raise MappingError(origin, "leads.lead_id is a row number, so no events table can refer to the leads")
+    outcomes = m["outcomes"]
+    if outcomes is not None and outcomes["lead_id"].get("row_number"):
+        raise MappingError(origin, "outcomes.lead_id cannot be a row number; use a column or `join`")
+    if outcomes is not None and m["leads"]["lead_id"].get("row_number") and not outcomes.get("join"):
+        raise MappingError(origin, "leads.lead_id is a row number: the outcomes need `join` on a leads column")
+    return m
+
+
+def read_spec(mapping: Mapping[str, Any], table: str, *, path: str | None = None) -> ReadSpec:
+    """How to read `table` ("leads", "events" or "outcomes"); `path` overrides the mapping's."""
+    t = mapping[table]
+    csv = t.get("csv") or {}
+    return ReadSpec(
+        table=table,
+        path=str(path or t["path"]),
+        format=t["format"] if path is None or t.get("format_given") else _format_of(str(path), None, table),
+        separator=csv.get("separator", ","),
+        quote=csv.get("quote", '"'),
+        encoding=csv.get("encoding", "utf8"),
+        null_values=tuple(csv.get("null_values", ())),
+        schema_overrides={k: SCHEMA_TYPES[v] for k, v in (t.get("schema") or {}).items()} or None,
+        infer_schema_length=csv.get("infer_schema_length"),
+    )
+
+
+def canonical_mapping(*, leads: Sequence[str], events: bool = False, outcomes: Sequence[str] | None = None,
+                      name: str = "canonical") -> dict[str, Any]:
+    """The mapping of files already in canonical form (what `leadlift validate` assumes without --source):
+    legacy_score and the usual PII columns keep their roles; every other leads column is carried through unchanged.
+    The paths are placeholders: the caller passes the real files to `read_spec(..., path=...)`."""
+    pii = [c for c in ("name", "email", "phone") if c in leads]
+    keep = [c for c in leads if c not in {LEAD_ID, CREATED_AT, LEGACY_SCORE, ROW, *pii}]
+    raw: dict[str, Any] = {
+        "name": name,
+        "leads": {"path": "leads.parquet", "created_at": {"column": CREATED_AT}, "pii": pii, "keep": keep,
+                  "legacy_score": LEGACY_SCORE if LEGACY_SCORE in leads else None},
+        "outcomes": {"path": "outcomes.parquet"},
+    }
+    if events:
+        raw["events"] = {"path": "events.parquet", "occurred_at": {"column": OCCURRED_AT}}
+    if outcomes is not None and CONVERTED_AT in outcomes:
+        raw["outcomes"]["converted_at"] = {"column": CONVERTED_AT}
+    m = load_mapping(raw, origin="canonical")
+    if outcomes is None:
+        m["outcomes"] = None
+    return m
+
+
+# ---------------------------------------------------------------- apply
+
+
+def apply_mapping(
+    mapping: Mapping[str, Any],
+    tables: Mapping[str, pl.LazyFrame | pl.DataFrame],
+    *,
+    files: Mapping[str, str] | None = None,
+) -> Mapped:
+    """Canonical-named frames (not yet typed or checked) from the frames read per `read_spec`.
+
+    `tables` holds "leads" and, when the mapping has them, "events" and "outcomes". Each gets ROW, its 1-based data
+    row, before anything else, so row numbers in messages and the quarantine point into the file.
+    """
+    files = dict(files or {})
+    for t in ("leads", "events", "outcomes"):
+        files.setdefault(t, str(mapping[t]["path"]) if mapping.get(t) else t)
+    spec = mapping["leads"]
+    leads = _prepare(tables["leads"], spec, mapping, files["leads"])
+    present = leads.collect_schema().names()
+    lid_expr, lid_origin, lid_cols = _lead_id(spec["lead_id"], present, files["leads"])
+    created, created_origin, created_cols, time_basis = _created_at(spec["created_at"], present, files["leads"])
+    feature_cols = [*spec["categorical"], *spec["numeric"]]
+    legacy = spec["legacy_score"]
+    passthrough = _unique([*spec["pii"], *spec["keep"], *spec["after_outcome"]])
+    passthrough = [c for c in passthrough if c not in feature_cols]
+    target = spec["target"]
+    join_col = ((mapping.get("outcomes") or {}).get("join") or {}).get("leads_column")
+    needed = {
+        "a categorical feature": list(spec["categorical"]), "a numeric feature": list(spec["numeric"]),
+        "the legacy score": [legacy] if legacy else [], "a PII, keep or after_outcome column": passthrough,
+        "the target": [target["column"]] if target else [],
+        "the target's converted_at": [target["converted_at"]["column"]] if target and target["converted_at"] else [],
+        "the outcomes join key": [join_col] if join_col else [],
+    }  # fmt: skip
+    for what, cols in needed.items():
+        require_columns(present, cols, file=files["leads"], what=what)
+    base = leads.with_columns(lid_expr.alias(LEAD_ID))
+    leads_out = base.select(
+        pl.col(ROW),
+        pl.col(LEAD_ID),
+        created.alias(CREATED_AT),
+        *[pl.col(c) for c in feature_cols],
+        *([pl.col(legacy).alias(LEGACY_SCORE)] if legacy else []),
+        *[pl.col(c) for c in passthrough],
+    )
+    used = set(lid_cols) | set(created_cols) | set(feature_cols) | set(passthrough) | {legacy} - {None}
+    used |= {target["column"]} if target else set()
+    used |= {target["converted_at"]["column"]} if target and target["converted_at"] else set()
+    used |= {join_col} if join_col else set()
+    roles_only = set(lid_cols) | set(created_cols) | (used - set(feature_cols) - set(passthrough) - {legacy})
+    leaky_present = [c for c in spec["drop_leaky"] if c in present]
+    origins = {"leads": {LEAD_ID: lid_origin, CREATED_AT: created_origin, **({LEGACY_SCORE: legacy} if legacy else {})}}
+    dropped = {"leads": {
+        "leaky": leaky_present,
+        "leaky_not_in_file": [c for c in spec["drop_leaky"] if c not in present],
+        "undeclared": [c for c in present if c != ROW and c not in used and c not in spec["drop_leaky"]],
+        "used_for_roles": sorted(c for c in roles_only if c not in feature_cols + passthrough),
+    }}  # fmt: skip
+    time_formats = {CREATED_AT: spec["created_at"]["time_format"]} if spec["created_at"].get("column") else {}
+
+    events = None
+    if mapping.get("events") is not None:
+        events, origins["events"], dropped["events"], fmt = _apply_events(
+            tables["events"], mapping["events"], mapping, files["events"])
+        time_formats[OCCURRED_AT] = fmt
+    outcomes, fmt = None, None
+    if target is not None:
+        outcomes, origins["outcomes"], fmt = _outcomes_from_target(base, target, lid_origin, files["leads"])
+        dropped["outcomes"] = {"leaky": [], "undeclared": []}
+    elif mapping.get("outcomes") is not None:
+        outcomes, origins["outcomes"], dropped["outcomes"], fmt = _apply_outcomes(
+            tables["outcomes"], mapping["outcomes"], mapping, files["outcomes"], base)
+    if fmt is not None:
+        time_formats[CONVERTED_AT] = fmt
+    has_times = bool((target and target["converted_at"]) or (mapping.get("outcomes") or {}).get("converted_at"))
+    source = describe(mapping, has_outcome_times=has_times, time_basis=time_basis)
+    return Mapped(
+        leads=leads_out, events=events, outcomes=outcomes, source=source,
+        categorical=list(spec["categorical"]), numeric={c: dict(v) for c, v in spec["numeric"].items()},
+        legacy_score=bool(legacy), passthrough=passthrough, time_formats=time_formats, origins=origins,
+        dropped=dropped,
+    )  # fmt: skip
+
+
+def describe(mapping: Mapping[str, Any], *, has_outcome_times: bool, time_basis: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved source description written to data/interim/source.json (snapshot_at filled by `finalize`)."""
+    spec = mapping["leads"]
+    return {
+        "name": mapping["name"],
+        "categorical": {c: _meta(v) for c, v in spec["categorical"].items()},
+        "numeric": {c: _meta(v) for c, v in spec["numeric"].items()},
+        "pii": list(spec["pii"]),
+        "notes_allowed": list(spec["notes_allowed"]),
+        "after_outcome": list(spec["after_outcome"]),
+        "dropped_leaky": list(spec["drop_leaky"]),
+        "keep": list(spec["keep"]),
+        "legacy_score": bool(spec["legacy_score"]),
+        "has_events": mapping.get("events") is not None,
+        "has_outcome_times": has_outcome_times,
+        "snapshot_at": _iso(mapping["snapshot_at"]) if mapping.get("snapshot_at") else None,
+        "truth": mapping.get("truth"),
+        "time_basis": dict(time_basis),
+    }
+
+
+def finalize(source: Mapping[str, Any], *, newest: datetime | None) -> dict[str, Any]:
+    """source.json with snapshot_at resolved: the mapping's value, else the newest clean timestamp seen."""
+    out = dict(source)
+    if out.get("snapshot_at") is None:
+        out["snapshot_at"] = _iso(newest) if newest is not None else None
+    return out
+
+
+# ---------------------------------------------------------------- per-table loaders
+
+
+def _load_table(raw: Mapping[str, Any], table: str, origin: str) -> dict[str, Any]:
+    _known(raw, table, f"{table}.", origin)
+    if not raw.get("path"):
+        raise MappingError(origin, f"{table}.path is required")
+    t: dict[str, Any] = {"path": str(raw["path"])}
+    t["format"] = _format_of(t["path"], raw.get("format"), table, origin)
+    t["format_given"] = raw.get("format") is not None
+    csv = dict(raw.get("csv") or {})
+    if csv:
+        _known(csv, "csv", f"{table}.csv.", origin)
+        if t["format"] != "csv":
+            raise MappingError(origin, f"{table}.csv options given, but the file is {t['format']}")
+        if "encoding" in csv and csv["encoding"] not in ("utf8", "utf8-lossy"):
+            try:
+                codecs.lookup(str(csv["encoding"]))
+            except LookupError:
+                raise MappingError(origin, f"{table}.csv.encoding {csv['encoding']!r} is not an encoding") from None
+        sep = csv.get("separator", ",")
+        if not isinstance(sep, str) or len(sep) != 1:
+            raise MappingError(origin, f"{table}.csv.separator must be one character, got {sep!r}")
+        csv["null_values"] = _str_list(csv.get("null_values"), f"{table}.csv.null_values", origin)
+    t["csv"] = csv
+    schema = dict(raw.get("schema") or {})
+    for col, typ in schema.items():
+        if str(typ).lower() not in SCHEMA_TYPES:
+            raise MappingError(origin, f"{table}.schema.{col}: unknown type {typ!r}; known: {sorted(SCHEMA_TYPES)}")
+        schema[col] = str(typ).lower()
+    if schema and t["format"] != "csv":
+        raise MappingError(origin, f"{table}.schema applies to CSV files; a Parquet file carries its own types")
+    t["schema"] = schema
+    t["rename"] = {str(k): str(v) for k, v in (raw.get("rename") or {}).items()}
+    t["null_values"] = _str_list(raw.get("null_values"), f"{table}.null_values", origin)
+    t["value_maps"] = {str(c): dict(vm or {}) for c, vm in (raw.get("value_maps") or {}).items()}
+    for col, vm in t["value_maps"].items():
+        if not isinstance(vm, Mapping):
+            raise MappingError(origin, f"{table}.value_maps.{col} must map old values to new ones (null = missing)")
+    return t
+
+
+def _load_leads(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    t = _load_table(raw, "leads", origin)
+    t["lead_id"] = _lead_id_spec(raw.get("lead_id", LEAD_ID), "leads", origin)
+    t["created_at"] = _created_spec(raw.get("created_at", {"column": CREATED_AT}), origin)
+    t["target"] = _target_spec(raw["target"], origin) if raw.get("target") else None
+    t["categorical"] = _features(raw.get("categorical"), "categorical", origin)
+    t["numeric"] = _features(raw.get("numeric"), "numeric", origin)
+    t["legacy_score"] = str(raw["legacy_score"]) if raw.get("legacy_score") else None
+    for key in ("pii", "notes_allowed", "keep", "drop_leaky", "after_outcome"):
+        t[key] = _str_list(raw.get(key), f"leads.{key}", origin)
+    _check_roles(t, origin)
+    return t
+
+
+def _load_events(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    t = _load_table(raw, "events", origin)
+    t["lead_id"] = _lead_id_spec(raw.get("lead_id", LEAD_ID), "events", origin)
+    t["occurred_at"] = _time_spec(raw.get("occurred_at", {"column": OCCURRED_AT}), "events.occurred_at", origin)
+    kind = raw.get("event_type", EVENT_TYPE)
+    kind = {"column": kind} if isinstance(kind, str) else dict(kind or {})
+    _known(kind, "event_type", "events.event_type.", origin)
+    mapping = {str(k): str(v) for k, v in (kind.get("map") or {}).items()}
+    bad = sorted({v for v in mapping.values() if v not in (*EVENT_TYPES, OTHER_EVENT)})
+    if bad:
+        raise MappingError(origin, f"events.event_type.map targets {bad} are not event types; known: "
+                                   f"{[*EVENT_TYPES, OTHER_EVENT]}")
+    t["event_type"] = {"column": str(kind.get("column", EVENT_TYPE)), "map": mapping}
+    return t
+
+
+def _load_outcomes(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    t = _load_table(raw, "outcomes", origin)
+    if raw.get("join") and raw.get("lead_id"):
+        raise MappingError(origin, "outcomes: give `lead_id` or `join`, not both")
+    t["lead_id"] = _lead_id_spec(raw.get("lead_id", LEAD_ID), "outcomes", origin)
+    join = raw.get("join")
+    if join:
+        _known(join, "join", "outcomes.join.", origin)
+        if not join.get("column") or not join.get("leads_column"):
+            raise MappingError(origin, "outcomes.join needs `column` (in the outcomes file) and `leads_column`")
+        join = {"column": str(join["column"]), "leads_column": str(join["leads_column"])}
+    t["join"] = join or None
+    conv = raw.get("converted")
+    if conv is not None:
+        conv = {"column": conv} if isinstance(conv, str) else dict(conv)
+        _known(conv, "converted", "outcomes.converted.", origin)
+        conv = _positive_negative(conv, "outcomes.converted", origin)
+    t["converted"] = conv
+    at = raw.get("converted_at")
+    t["converted_at"] = _time_spec(at, "outcomes.converted_at", origin) if at else None
+    dup = raw.get("duplicates", "earliest" if join else "quarantine")
+    if dup not in DUPLICATES:
+        raise MappingError(origin, f"outcomes.duplicates must be one of {DUPLICATES}, got {dup!r}")
+    if dup == "earliest" and t["converted_at"] is None:
+        raise MappingError(origin, "outcomes.duplicates: earliest needs outcomes.converted_at")
+    t["duplicates"] = dup
+    return t
+
+
+def _lead_id_spec(raw: Any, table: str, origin: str) -> dict[str, Any]:
+    if isinstance(raw, str):
+        return {"column": raw}
+    if not isinstance(raw, Mapping):
+        raise MappingError(origin, f"{table}.lead_id must be a column name or {{column: X}} or {{row_number: true}}")
+    _known(raw, "lead_id", f"{table}.lead_id.", origin)
+    if raw.get("row_number"):
+        if table != "leads":
+            raise MappingError(origin, f"{table}.lead_id cannot be a row number")
+        return {"row_number": True, "prefix": str(raw.get("prefix", ""))}
+    if not raw.get("column"):
+        raise MappingError(origin, f"{table}.lead_id needs `column` or `row_number: true`")
+    return {"column": str(raw["column"])}
+
+
+def _time_spec(raw: Any, where: str, origin: str) -> dict[str, Any]:
+    raw = {"column": raw} if isinstance(raw, str) else raw
+    if not isinstance(raw, Mapping) or not raw.get("column"):
+        raise MappingError(origin, f"{where} needs `column` (and optionally `format`, `timezone`)")
+    _known(raw, "time_column", f"{where}.", origin)
+    return {"column": str(raw["column"]), "time_format": _time_format(raw, where, origin)}
+
+
+def _time_format(raw: Mapping[str, Any], where: str, origin: str) -> TimeFormat:
+    zone = str(raw.get("timezone") or "UTC")
+    try:
+        pl.Series([datetime(2020, 1, 1)]).dt.replace_time_zone(zone)
+    except Exception:  # noqa: BLE001 - polars raises several types for an unknown zone
+        raise MappingError(origin, f"{where}.timezone {zone!r} is not a known time zone") from None
+    return TimeFormat(format=str(raw["format"]) if raw.get("format") else None, timezone=zone)
+
+
+def _created_spec(raw: Any, origin: str) -> dict[str, Any]:
+    raw = {"column": raw} if isinstance(raw, str) else raw
+    if not isinstance(raw, Mapping):
+        raise MappingError(origin, "leads.created_at must be {column: X} or {order_by: X, start, end} or "
+                                   "{row_order: true, start, end}")
+    _known(raw, "created_at", "leads.created_at.", origin)
+    forms = [k for k in ("column", "order_by", "row_order") if raw.get(k)]
+    if len(forms) != 1:
+        raise MappingError(origin, "leads.created_at needs exactly one of `column`, `order_by` or `row_order: true`; "
+                                   f"got {forms or 'none'}")
+    if forms[0] == "column":
+        extra = [k for k in ("start", "end", "descending") if k in raw]
+        if extra:
+            raise MappingError(origin, f"leads.created_at.{extra[0]} only applies to order_by / row_order")
+        return {"column": str(raw["column"]), "time_format": _time_format(raw, "leads.created_at", origin)}
+    for k in ("start", "end"):
+        if not raw.get(k):
+            raise MappingError(origin, f"leads.created_at.{forms[0]} needs `start` and `end` (the span the "
+                                       "pseudo-times are spread over)")
+    if "format" in raw or "timezone" in raw:
+        raise MappingError(origin, "leads.created_at.format/timezone only apply to `column`")
+    start = _instant(raw["start"], "leads.created_at.start", origin)
+    end = _instant(raw["end"], "leads.created_at.end", origin)
+    if end <= start:
+        raise MappingError(origin, f"leads.created_at.end ({_iso(end)}) must be after start ({_iso(start)})")
+    out = {"start": start, "end": end, "descending": bool(raw.get("descending", False))}
+    if forms[0] == "order_by":
+        out["order_by"] = str(raw["order_by"])
+    else:
+        out["row_order"] = True
+    return out
+
+
+def _target_spec(raw: Any, origin: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping) or not raw.get("column"):
+        raise MappingError(origin, "leads.target needs {column: X, positive: [values]}")
+    _known(raw, "target", "leads.target.", origin)
+    out = _positive_negative(raw, "leads.target", origin)
+    if "positive" not in raw:
+        raise MappingError(origin, "leads.target.positive is required: the values that mean converted")
+    at = raw.get("converted_at")
+    out["converted_at"] = _time_spec(at, "leads.target.converted_at", origin) if at else None
+    return out
+
+
+def _positive_negative(raw: Mapping[str, Any], where: str, origin: str) -> dict[str, Any]:
+    def values(key: str) -> list[Any] | None:
+        v = raw.get(key)
+        if v is None:
+            return None
+        return list(v) if isinstance(v, list | tuple) else [v]
+
+    return {"column": str(raw["column"]), "positive": values("positive"), "negative": values("negative")}
+
+
+def _features(raw: Any, kind: str, origin: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for col, meta in (raw or {}).items():
+        where = f"leads.{kind}.{col}"
+        if not isinstance(meta, Mapping):
+            raise MappingError(origin, f"{where} needs {{group, description}}")
+        _known(meta, kind, f"{where}.", origin)
+        group = meta.get("group")
+        if group not in GROUPS:
+            close = difflib.get_close_matches(str(group), GROUPS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MappingError(origin, f"{where}.group {group!r} is not a business group{hint}; "
+                                       f"known: {sorted(GROUPS)}")
+        if not meta.get("description"):
+            raise MappingError(origin, f"{where}.description is required: reason codes and reports show it")
+        if meta.get("parse") is not None and meta["parse"] not in PARSERS:
+            raise MappingError(origin, f"{where}.parse {meta['parse']!r} is unknown; known: {list(PARSERS)}")
+        for bound in ("min", "max"):
+            if meta.get(bound) is not None and not isinstance(meta[bound], int | float):
+                raise MappingError(origin, f"{where}.{bound} must be a number, got {meta[bound]!r}")
+        out[str(col)] = {k: v for k, v in meta.items() if v is not None}
+    return out
+
+
+def _check_roles(t: Mapping[str, Any], origin: str) -> None:
+    """A column plays one role: a feature is never PII, leaky, reserved, or the target."""
+    cats, nums = set(t["categorical"]), set(t["numeric"])
+    both = sorted(cats & nums)
+    if both:
+        raise MappingError(origin, f"columns {both} are declared both categorical and numeric")
+    features = cats | nums
+    kept = set(t["pii"]) | set(t["keep"]) | set(t["after_outcome"])
+    clashes = {
+        "reserved names of the canonical tables": (features | kept) & RESERVED,
+        "PII": features & set(t["pii"]),
+        "drop_leaky": (features | set(t["pii"]) | set(t["keep"]) | set(t["after_outcome"])) & set(t["drop_leaky"]),
+        "the legacy score": features & {t["legacy_score"]},
+        "the target": (features | set(t["keep"]) | set(t["pii"])) & ({t["target"]["column"]} if t["target"] else set()),
+    }
+    for what, cols in clashes.items():
+        if cols:
+            raise MappingError(origin, f"columns {sorted(cols)} are declared as features or kept, but are {what}")
+    allowed = set(t["pii"]) | features | set(t["keep"])
+    stray = sorted(set(t["notes_allowed"]) - allowed)
+    if stray:
+        raise MappingError(origin, f"leads.notes_allowed {stray} must also be declared (pii, a feature, or keep)")
+
+
+# ---------------------------------------------------------------- apply helpers
+
+
+def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any],
+             file: str) -> pl.LazyFrame:
+    """Row numbers, separator check, renames, missing-value markers and value maps."""
+    lf = frame.lazy()
+    names = lf.collect_schema().names()
+    check_layout(names, file=file, expected_separator=(spec.get("csv") or {}).get("separator", ","))
+    lf = lf.with_row_index(ROW, offset=1) if ROW not in names else lf
+    rename = spec["rename"]
+    require_columns(names, list(rename), file=file, what="a column to rename")
+    new_names = [rename.get(c, c) for c in names]
+    dupes = sorted({c for c in new_names if new_names.count(c) > 1})
+    if dupes:
+        raise ContractError(file, f"rename gives several columns the name {dupes[0]!r}", column=dupes[0])
+    lf = lf.rename(rename) if rename else lf
+    schema = lf.collect_schema()
+    nulls = [*mapping.get("null_values", []), *spec["null_values"]]
+    exprs: list[pl.Expr] = []
+    if nulls:
+        exprs += [pl.when(pl.col(c).is_in(nulls)).then(None).otherwise(pl.col(c)).alias(c)
+                  for c, dt in schema.items() if isinstance(dt, pl.String) and c not in spec["value_maps"]]
+    require_columns(schema.names(), list(spec["value_maps"]), file=file, what="a value_maps column")
+    for col, vm in spec["value_maps"].items():
+        exprs.append(_value_map(col, schema[col], vm, nulls if isinstance(schema[col], pl.String) else [], file))
+    return lf.with_columns(exprs) if exprs else lf
+
+
+def _value_map(col: str, dtype: pl.DataType, vm: Mapping[Any, Any], nulls: Sequence[str], file: str) -> pl.Expr:
+    to_null = [k for k, v in vm.items() if v is None]
+    pairs = {k: v for k, v in vm.items() if v is not None}
+    expr = pl.col(col)
+    if pairs:
+        expr = expr.replace(_typed_values(list(pairs), dtype, col, file), _typed_values(list(pairs.values()), dtype,
+                                                                                       col, file))
+    if to_null or nulls:
+        missing = _typed_values([*to_null, *nulls], dtype, col, file).implode()
+        expr = pl.when(pl.col(col).is_in(missing)).then(None).otherwise(expr)
+    return expr.alias(col)
+
+
+def _typed_values(values: Sequence[Any], dtype: pl.DataType, col: str, file: str) -> pl.Series:
+    """Mapping values as a Series of the column's type (polars compares like with like); refuse what cannot be."""
+    if isinstance(dtype, pl.String) and any(isinstance(v, bool) for v in values):
+        raise ContractError(file, "the mapping gives a boolean for a text column; YAML reads bare yes/no/on/off as "
+                                  "booleans: quote it, e.g. \"yes\"", column=col)
+    try:
+        if isinstance(dtype, pl.String):
+            return pl.Series([str(v) for v in values], dtype=pl.String)
+        if dtype.is_numeric() and any(isinstance(v, str) for v in values):
+            values = [float(v) if isinstance(v, str) else v for v in values]
+        return pl.Series(values).cast(dtype, strict=True)
+    except (ValueError, TypeError, pl.exceptions.PolarsError):
+        raise ContractError(file, f"the mapping's values {list(values)} cannot be compared with this column of type "
+                                  f"{dtype}", column=col) from None
+
+
+def _lead_id(spec: Mapping[str, Any], present: Sequence[str], file: str) -> tuple[pl.Expr, str, list[str]]:
+    if spec.get("row_number"):
+        return pl.concat_str(pl.lit(spec["prefix"]), pl.col(ROW).cast(pl.String)), "(row number)", []
+    require_columns(present, [spec["column"]], file=file, what="the lead id")
+    return pl.col(spec["column"]).cast(pl.String), spec["column"], [spec["column"]]
+
+
+def _created_at(spec: Mapping[str, Any], present: Sequence[str],
+                file: str) -> tuple[pl.Expr, str, list[str], dict[str, Any]]:
+    """created_at from a column, or pseudo-times spread evenly over [start, end] in the order given."""
+    if spec.get("column"):
+        require_columns(present, [spec["column"]], file=file, what="created_at")
+        basis = {"kind": "column", "column": spec["column"]}
+        return pl.col(spec["column"]), spec["column"], [spec["column"]], basis
+    start, end = spec["start"], spec["end"]
+    if spec.get("order_by"):
+        col = spec["order_by"]
+        require_columns(present, [col], file=file, what="created_at.order_by")
+        rank = pl.col(col).rank("min", descending=spec["descending"]) - 1
+        origin, cols, kind = col, [col], "order_by"
+    else:
+        rank = (pl.len() - pl.col(ROW)) if spec["descending"] else (pl.col(ROW) - 1)
+        origin, cols, kind = "(row order)", [], "row_order"
+    # Whole seconds: pseudo-times should not pretend to microsecond precision.
+    span_s = int((end - start).total_seconds())
+    start_us = int((start - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()) * 1_000_000
+    n = pl.len().cast(pl.Float64)
+    frac = pl.when(n > 1).then(rank.cast(pl.Float64) / (n - 1)).otherwise(0.0)
+    expr = (pl.lit(start_us) + (frac * span_s).round(0).cast(pl.Int64) * 1_000_000).cast(TS)
+    basis = {"kind": kind, "column": spec.get("order_by"), "start": _iso(start), "end": _iso(end),
+             "descending": spec["descending"],
+             "note": "pseudo-times spread evenly over [start, end] in the order given; rates per week and the time "
+                     "split's dates depend on this stated span"}
+    return expr, origin, cols, basis
+
+
+def _apply_events(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any],
+                  file: str) -> tuple[pl.LazyFrame, dict[str, str], dict[str, list[str]], TimeFormat]:
+    lf = _prepare(frame, spec, mapping, file)
+    present = lf.collect_schema().names()
+    lid, at, kind = spec["lead_id"]["column"], spec["occurred_at"]["column"], spec["event_type"]["column"]
+    require_columns(present, [lid], file=file, what="the lead id")
+    require_columns(present, [at], file=file, what="occurred_at")
+    require_columns(present, [kind], file=file, what="event_type")
+    kind_expr = pl.col(kind).cast(pl.String)
+    if spec["event_type"]["map"]:
+        vm = spec["event_type"]["map"]
+        kind_expr = kind_expr.replace(list(vm), list(vm.values()))
+    out = lf.select(pl.col(ROW), pl.col(lid).alias(LEAD_ID), pl.col(at).alias(OCCURRED_AT), kind_expr.alias(EVENT_TYPE))
+    used = {lid, at, kind}
+    dropped = {"leaky": [], "undeclared": [c for c in present if c != ROW and c not in used]}
+    return out, {LEAD_ID: lid, OCCURRED_AT: at, EVENT_TYPE: kind}, dropped, spec["occurred_at"]["time_format"]
+
+
+def _outcomes_from_target(leads: pl.LazyFrame, target: Mapping[str, Any], lid_origin: str,
+                          file: str) -> tuple[pl.LazyFrame, dict[str, str], TimeFormat | None]:
+    """One outcome per lead row, from the target column of the leads file (no outcome times unless given)."""
+    col = target["column"]
+    schema = leads.collect_schema()
+    converted = _converted_expr(col, schema[col], target, file)
+    at = target["converted_at"]
+    frame = leads.select(
+        pl.col(ROW),
+        pl.col(LEAD_ID),
+        converted.alias(CONVERTED),
+        (pl.col(at["column"]) if at else pl.lit(None, dtype=TS)).alias(CONVERTED_AT),
+        *_target_reason(col, converted),
+    )
+    origins = {LEAD_ID: lid_origin, CONVERTED: col, **({CONVERTED_AT: at["column"]} if at else {})}
+    return frame, origins, at["time_format"] if at else None
+
+
+def _converted_expr(col: str, dtype: pl.DataType, spec: Mapping[str, Any], file: str) -> pl.Expr:
+    """True for `positive` values, False for `negative` ones (or for every other value when none are listed)."""
+    pos = _typed_values(spec["positive"] or [], dtype, col, file)
+    neg = _typed_values(spec["negative"], dtype, col, file) if spec["negative"] else None
+    c = pl.col(col)
+    expr = pl.when(c.is_null()).then(None).when(c.is_in(pos.implode())).then(True)
+    expr = expr.when(c.is_in(neg.implode())).then(False) if neg is not None else expr.otherwise(False)
+    return (expr.otherwise(None) if neg is not None else expr).cast(pl.Boolean)
+
+
+def _target_reason(col: str, converted: pl.Expr) -> list[pl.Expr]:
+    bad = converted.is_null()
+    return [
+        pl.when(bad).then(pl.lit(TARGET_UNRECOGNISED)).otherwise(None).cast(pl.String).alias(REASON),
+        pl.when(bad).then(pl.lit(col)).otherwise(None).cast(pl.String).alias(REASON_COLUMN),
+    ]
+
+
+def _apply_outcomes(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any],
+                    file: str, leads: pl.LazyFrame) -> tuple[pl.LazyFrame, dict[str, str], dict[str, list[str]],
+                                                             TimeFormat | None]:
+    """An outcomes table keyed by lead id, or a won-deals table joined to the leads through a key column."""
+    lf = _prepare(frame, spec, mapping, file)
+    schema = lf.collect_schema()
+    present = schema.names()
+    at, conv = spec["converted_at"], spec["converted"]
+    used: set[str] = set()
+    origins: dict[str, str] = {}
+    cols: list[pl.Expr] = [pl.col(ROW)]
+    if conv:
+        require_columns(present, [conv["column"]], file=file, what="converted")
+        converted = _converted_expr(conv["column"], schema[conv["column"]], conv, file)
+        cols += [converted.alias(CONVERTED), *_target_reason(conv["column"], converted)]
+        used.add(conv["column"])
+        origins[CONVERTED] = conv["column"]
+    else:
+        if CONVERTED in present:
+            cols.append(pl.col(CONVERTED))
+            used.add(CONVERTED)
+        cols += [pl.lit(None, dtype=pl.String).alias(REASON), pl.lit(None, dtype=pl.String).alias(REASON_COLUMN)]
+    if at:
+        require_columns(present, [at["column"]], file=file, what="converted_at")
+        cols.append(pl.col(at["column"]).alias(CONVERTED_AT))
+        used.add(at["column"])
+        origins[CONVERTED_AT] = at["column"]
+    if spec["join"]:
+        key = spec["join"]["column"]
+        require_columns(present, [key], file=file, what="the outcomes join key")
+        used.add(key)
+        origins[LEAD_ID] = key
+        out = _join_to_leads(lf, key, leads, spec["join"]["leads_column"], cols)
+    else:
+        lid = spec["lead_id"]["column"]
+        require_columns(present, [lid], file=file, what="the lead id")
+        used.add(lid)
+        origins[LEAD_ID] = lid
+        out = lf.select(*cols, pl.col(lid).cast(pl.String).alias(LEAD_ID))
+    if spec["duplicates"] == "earliest":
+        out = _keep_earliest(out, at["time_format"], at["column"])
+    dropped = {"leaky": [], "undeclared": [c for c in present if c != ROW and c not in used]}
+    return out, origins, dropped, at["time_format"] if at else None
+
+
+def _join_to_leads(lf: pl.LazyFrame, key: str, leads: pl.LazyFrame, leads_key: str,
+                   cols: Sequence[pl.Expr]) -> pl.LazyFrame:
+    """Attach lead ids to a won-deals table through a key column the leads file also has (e.g. an email).
+
+    A key no lead has, or one several leads share, is quarantined with that reason rather than guessed.
+    """
+    keys = (
+        leads.select(pl.col(leads_key).cast(pl.String).alias("_key"), pl.col(LEAD_ID).alias("_joined_id"))
+        .filter(pl.col("_key").is_not_null())
+        .group_by("_key")
+        .agg(pl.col("_joined_id").min(), pl.len().alias("_matches"))
+    )
+    joined = lf.with_columns(pl.col(key).cast(pl.String).alias("_key")).join(
+        keys, on="_key", how="left", maintain_order="left")
+    why = (
+        pl.when(pl.col("_matches").is_null()).then(pl.lit(UNKNOWN_JOIN_KEY))
+        .when(pl.col("_matches") > 1).then(pl.lit(AMBIGUOUS_JOIN_KEY))
+        .otherwise(None)
+    )  # fmt: skip
+    return joined.select(*cols, pl.col("_joined_id").alias(LEAD_ID), why.alias("_why")).with_columns(
+        pl.coalesce(pl.col("_why"), pl.col(REASON)).alias(REASON),
+        pl.when(pl.col("_why").is_not_null()).then(pl.lit(key)).otherwise(pl.col(REASON_COLUMN)).alias(REASON_COLUMN),
+    ).drop("_why")
+
+
+def _keep_earliest(frame: pl.LazyFrame, fmt: TimeFormat, at_origin: str) -> pl.LazyFrame:
+    """Several outcomes for one lead (several won deals): keep the earliest, quarantine the rest with a reason."""
+    schema = frame.collect_schema()
+    at = _timestamp_expr(CONVERTED_AT, schema[CONVERTED_AT], fmt)
+    eligible = pl.col(REASON).is_null() & pl.col(LEAD_ID).is_not_null()
+    group = pl.when(eligible).then(pl.col(LEAD_ID))
+    first = pl.col(ROW).sort_by([pl.col("_at"), pl.col(ROW)], nulls_last=True).first().over(group)
+    repeat = eligible & (pl.col(ROW) != first)
+    return (
+        frame.with_columns(at.alias("_at"))
+        .with_columns(repeat.alias("_repeat"))
+        .with_columns(
+            pl.when(pl.col("_repeat")).then(pl.lit(REPEAT_OUTCOME)).otherwise(pl.col(REASON)).alias(REASON),
+            pl.when(pl.col("_repeat")).then(pl.lit(at_origin)).otherwise(pl.col(REASON_COLUMN)).alias(REASON_COLUMN),
+        )
+        .drop("_at", "_repeat")
+    )
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _known(raw: Mapping[str, Any], kind: str, where: str, origin: str) -> None:
+    for key in raw:
+        if key not in KEYS[kind]:
+            close = difflib.get_close_matches(str(key), KEYS[kind], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise MappingError(origin, f"unknown key {where}{key}{hint} (known: {', '.join(sorted(KEYS[kind]))})")
+
+
+def _section(raw: Mapping[str, Any], key: str, origin: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if not isinstance(value, Mapping):
+        raise MappingError(origin, f"{key} must be a mapping (path, columns...)")
+    return value
+
+
+def _str_list(raw: Any, where: str, origin: str) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list | tuple):
+        raise MappingError(origin, f"{where} must be a list")
+    if any(isinstance(v, bool) for v in raw):
+        raise MappingError(origin, f"{where}: YAML read a bare yes/no/on/off as a boolean; quote it, e.g. \"yes\"")
+    return [str(v) for v in raw]
+
+
+def _format_of(path: str, given: Any, table: str, origin: str = "source mapping") -> str:
+    if given is not None:
+        if given not in FORMATS:
+            raise MappingError(origin, f"{table}.format must be one of {FORMATS}, got {given!r}")
+        return str(given)
+    fmt = _EXTENSIONS.get(PurePath(path).suffix.lower())
+    if fmt is None:
+        raise MappingError(origin, f"{table}.path {path!r}: cannot tell the format from the extension; set "
+                                   f"{table}.format to csv or parquet")
+    return fmt
+
+
+def _instant(value: Any, where: str, origin: str) -> datetime:
+    """A YAML date, datetime or ISO string as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        ts = value
+    elif isinstance(value, date):
+        ts = datetime(value.year, value.month, value.day)
+    else:
+        try:
+            ts = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise MappingError(origin, f"{where}: {value!r} is not an ISO date or timestamp") from None
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat()
+
+
+def _meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+

@@ -1,0 +1,197 @@
+"""Stage `featurize`: point-in-time features, labels, the time split, the feature spec and the leak guard.
+
+python -m pipelines.featurize --interim data/interim --out data/features \
+    --spec data/artifacts/feature_spec.json --report reports/featurize.json
+
+Reads the canonical tables and source.json that ingest wrote, and writes data/features/features.parquet (every lead,
+out-of-scope ones with split null), the feature spec and a report whose scope counts add up to the leads.
+Exit 2 on bad input or when the leak guard refuses a column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from features.build import (
+    CENSORED,
+    CONVERTED_BEFORE_T0,
+    IN_SCOPE,
+    LABEL,
+    SCOPE,
+    SPLIT,
+    SPLITS,
+    T0,
+    build_features,
+    label_leads,
+    time_split,
+)
+from features.leakguard import LeakError, find_leaks
+from features.schema import (
+    CONVERTED_AT,
+    CREATED_AT,
+    EVENTS_SCHEMA,
+    LEAD_ID,
+    LEGACY_SCORE,
+    OCCURRED_AT,
+)
+from features.spec import feature_names, make_spec
+from pipelines.io import BadInput, load_params, read_json, write_frame, write_json
+
+
+def featurize(
+    leads_lf: pl.LazyFrame,
+    events_lf: pl.LazyFrame,
+    outcomes_lf: pl.LazyFrame,
+    source: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Features + scope + label + split for every lead, the spec, and the report; raises LeakError from the guard.
+
+    `params` is the featurize section with `base` inside (as `load_params("featurize")` returns it).
+    """
+    base = params["base"]
+    observation_days, horizon_days = int(base["observation_days"]), int(base["horizon_days"])
+    windows = [int(w) for w in params["windows"]]
+    has_outcome_times = bool(source.get("has_outcome_times", True))
+    snapshot_at, snapshot_basis = _snapshot(source, leads_lf, events_lf, outcomes_lf)
+
+    feats = build_features(leads_lf, events_lf, source, observation_days=observation_days, windows=windows)
+    labeled = label_leads(feats, outcomes_lf, horizon_days=horizon_days, snapshot_at=snapshot_at,
+                          has_outcome_times=has_outcome_times)
+    shares = params.get("split", {})
+    frame = time_split(labeled, train=shares.get("train", 0.6), valid=shares.get("valid", 0.2),
+                       test=shares.get("test", 0.2)).collect()
+
+    leads_cols = leads_lf.collect_schema().names()
+    legacy = [LEGACY_SCORE] if source.get("legacy_score") and LEGACY_SCORE in leads_cols else []
+    if legacy:
+        frame = frame.join(leads_lf.select(LEAD_ID, LEGACY_SCORE).collect(), on=LEAD_ID, how="left",
+                           maintain_order="left")
+    train_mask = (frame[SPLIT] == "train").fill_null(False)
+    spec = make_spec(frame, source, observation_days=observation_days, horizon_days=horizon_days, windows=windows,
+                     train_mask=train_mask)
+    frame = frame.select(LEAD_ID, T0, SPLIT, SCOPE, LABEL, *legacy, *feature_names(spec))
+
+    report = _report(frame, snapshot_at=snapshot_at, snapshot_basis=snapshot_basis, spec=spec)
+    allow = list(params.get("leak_allow") or [])
+    auc_max = float(params.get("leak_auc_max", 0.95))
+    report["leak_guard"] = {"auc_max": auc_max, "allow": allow, "findings": []}
+    train = frame.filter(train_mask)
+    findings = find_leaks(train, train[LABEL].to_numpy(), spec, auc_max=auc_max, allow=allow,
+                          after_outcome=source.get("after_outcome") or [])
+    report["leak_guard"]["findings"] = [f.as_dict() for f in findings]
+    return frame, spec, report
+
+
+def _snapshot(source: dict[str, Any], leads: pl.LazyFrame, events: pl.LazyFrame,
+              outcomes: pl.LazyFrame) -> tuple[datetime, str]:
+    """snapshot_at from source.json; without one, the newest timestamp in the data (said so in the report)."""
+    raw = source.get("snapshot_at")
+    if raw:
+        ts = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        return (ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)), "source"
+    newest = [
+        leads.select(pl.col(CREATED_AT).max()).collect().item(),
+        events.select(pl.col(OCCURRED_AT).max()).collect().item(),
+        outcomes.select(pl.col(CONVERTED_AT).max()).collect().item(),
+    ]
+    known = [t for t in newest if t is not None]
+    if not known:
+        raise ValueError("no snapshot_at in source.json and no timestamps in the data to infer it from")
+    return max(known), "inferred: newest timestamp in the data"
+
+
+def _report(frame: pl.DataFrame, *, snapshot_at: datetime, snapshot_basis: str, spec: dict[str, Any]) -> dict[str, Any]:
+    scope_counts = dict(frame.group_by(SCOPE).len().iter_rows())
+    report: dict[str, Any] = {
+        "source": spec.get("source"),
+        "leads": frame.height,
+        "in_scope": int(scope_counts.get(IN_SCOPE, 0)),
+        "converted_before_t0": int(scope_counts.get(CONVERTED_BEFORE_T0, 0)),
+        "censored": int(scope_counts.get(CENSORED, 0)),
+        "snapshot_at": snapshot_at.isoformat(),
+        "snapshot_basis": snapshot_basis,
+        "observation_days": spec["observation_days"],
+        "horizon_days": spec["horizon_days"],
+        "windows": spec["windows"],
+        "has_events": spec["has_events"],
+        "features": len(spec["features"]),
+        "splits": {},
+    }
+    for name in SPLITS:
+        part = frame.filter(pl.col(SPLIT) == name)
+        conversions = int(part[LABEL].sum() or 0)
+        report["splits"][name] = {
+            "leads": part.height,
+            "conversions": conversions,
+            "rate": round(conversions / part.height, 6) if part.height else None,
+            "t0_min": part[T0].min().isoformat() if part.height else None,  # type: ignore[union-attr]
+            "t0_max": part[T0].max().isoformat() if part.height else None,  # type: ignore[union-attr]
+        }
+    return report
+
+
+def _read_inputs(interim: Path) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame, dict[str, Any]]:
+    source_file = interim / "source.json"
+    if not source_file.exists():
+        raise BadInput(source_file, "not found; run ingest first")
+    source = read_json(source_file)
+    tables: dict[str, pl.LazyFrame] = {}
+    for name in ("leads", "outcomes"):
+        path = interim / f"{name}.parquet"
+        if not path.exists():
+            raise BadInput(path, "not found; run ingest first")
+        tables[name] = pl.scan_parquet(path)
+    events_path = interim / "events.parquet"
+    if events_path.exists():
+        events = pl.scan_parquet(events_path)
+    elif source.get("has_events", True):
+        raise BadInput(events_path, "not found, but source.json says the source has events")
+    else:
+        events = pl.LazyFrame(schema=EVENTS_SCHEMA)
+    for name, lf, needed in (("leads", tables["leads"], (LEAD_ID, CREATED_AT)),
+                             ("outcomes", tables["outcomes"], (LEAD_ID,))):
+        cols = lf.collect_schema().names()
+        for col in needed:
+            if col not in cols:
+                raise BadInput(interim / f"{name}.parquet", "required column is missing", column=col)
+    return tables["leads"], events, tables["outcomes"], source
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Point-in-time features, labels, split, spec and leak guard.")
+    ap.add_argument("--interim", type=Path, default=Path("data/interim"))
+    ap.add_argument("--out", type=Path, default=Path("data/features"))
+    ap.add_argument("--spec", type=Path, default=Path("data/artifacts/feature_spec.json"))
+    ap.add_argument("--report", type=Path, default=Path("reports/featurize.json"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args(argv)
+    try:
+        leads, events, outcomes, source = _read_inputs(args.interim)
+        frame, spec, report = featurize(leads, events, outcomes, source, load_params("featurize", args.params))
+    except BadInput as err:
+        print(f"bad input: {err}", file=sys.stderr)
+        return 2
+    except LeakError as err:
+        print(str(err), file=sys.stderr)
+        return 2
+    write_frame(frame, args.out / "features.parquet")
+    write_json(args.spec, spec)
+    write_json(args.report, report)
+    splits = ", ".join(f"{k} {v['leads']:,} ({v['conversions']:,} converted)" for k, v in report["splits"].items())
+    print(f"featurize: {report['leads']:,} leads = {report['in_scope']:,} in scope + "
+          f"{report['converted_before_t0']:,} converted before t0 + {report['censored']:,} censored; {splits}; "
+          f"{report['features']} features")
+    for f in report["leak_guard"]["findings"]:
+        print(f"leak guard: allowed {f['column']}: {f['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

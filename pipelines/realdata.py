@@ -1,0 +1,131 @@
+"""`leadlift run-source`: the whole pipeline on an export, by its source mapping alone, without DVC.
+
+ingest -> featurize -> train -> calibrate -> evaluate, in a work folder, with a report in the structure of
+reports/metrics.json plus drift (does the test period convert differently?) and, optionally, recalibration on the
+most recent window before the test period.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import yaml
+from rich.console import Console
+
+from features.spec import to_matrix
+from models import metrics as M
+from models.baseline import LinearBaseline
+from models.calibration import fit_calibrator
+from models.threshold import choose_threshold
+from pipelines import calibrate, evaluate, ingest, train
+from pipelines.bundle import load_bundle
+from pipelines.featurize import featurize
+from pipelines.io import load_params, read_json, write_frame, write_json, write_text
+
+
+def source_params(source: Path) -> dict[str, Any]:
+    """params.yaml with the mapping's own `params:` overrides (e.g. a business value per conversion) on top."""
+    params = copy.deepcopy(load_params())
+    overrides = (yaml.safe_load(source.read_text()) or {}).get("params") or {}
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    params["base"]["source"] = str(source)
+    return params
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    return {"base": params["base"], **params.get(name, {})}
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, *, bins: int = 10) -> float:
+    """Population stability index of a score between two periods (> 0.25 is usually called a major shift)."""
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)))
+    e = np.histogram(np.clip(expected, edges[0], edges[-1]), edges)[0] / len(expected)
+    a = np.histogram(np.clip(actual, edges[0], edges[-1]), edges)[0] / len(actual)
+    e, a = np.clip(e, 1e-6, None), np.clip(a, 1e-6, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def drift_report(frame: pl.DataFrame, bundle: Any) -> dict[str, Any]:
+    rates = {s: float(frame.filter(pl.col("split") == s)["label"].mean() or 0.0) for s in ("train", "valid", "test")}
+    p = {s: bundle.probability(to_matrix(frame.filter(pl.col("split") == s), bundle.spec)) for s in ("train", "test")}
+    ratio = rates["test"] / rates["train"] if rates["train"] else None
+    return {"conversion_rate": rates, "test_vs_train_rate_ratio": ratio, "score_psi_test_vs_train": psi(p["train"], p["test"]),
+            "shift_detected": bool(ratio is not None and (ratio > 1.25 or ratio < 0.8))}
+
+
+def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], share: float) -> dict[str, Any]:
+    """Refit the calibrator on the newest `share` of the pre-test (train + valid) period and re-choose the threshold;
+    report test ECE and the threshold's test precision before and after."""
+    pre = frame.filter(pl.col("split").is_in(["train", "valid"])).sort("t0", "lead_id")
+    recent = pre.tail(max(1, int(round(share * pre.height))))
+    test = frame.filter(pl.col("split") == "test")
+    y_r, y_t = recent["label"].to_numpy().astype(float), test["label"].to_numpy().astype(float)
+    m_r, m_t = bundle.margin(to_matrix(recent, bundle.spec)), bundle.margin(to_matrix(test, bundle.spec))
+    cal = fit_calibrator(m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"]))
+    p_before, p_after = bundle.calibrator.predict(m_t), cal.predict(m_r)
+    weeks = calibrate.period_weeks(recent["t0"])
+    t_after = float(choose_threshold(y_r, p_after, policy=params["policy"], weeks=weeks, legacy_handoffs=None,
+                                     **calibrate.policy_inputs(params)))
+    p_test_after = cal.predict(m_t)
+    t_before = bundle.threshold_probability
+
+    def precision(p: np.ndarray, t: float) -> float | None:
+        sel = p >= t
+        return float(y_t[sel].mean()) if sel.any() else None
+
+    return {
+        "window_share_of_pre_test": share, "window_leads": int(recent.height), "method": cal.method,
+        "test_ece_before": M.ece(y_t, p_before), "test_ece_after": M.ece(y_t, p_test_after),
+        "threshold_probability_before": t_before, "threshold_probability_after": t_after,
+        "test_precision_before": precision(p_before, t_before), "test_precision_after": precision(p_test_after, t_after),
+        "test_handoffs_before": int((p_before >= t_before).sum()), "test_handoffs_after": int((p_test_after >= t_after).sum()),
+    }
+
+
+def run_source(source: Path, report: Path, *, workdir: Path | None = None, recalibrate_recent: float | None = None,
+               console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    params = source_params(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(workdir or tmp)
+        interim, art = work / "interim", work / "artifacts"
+        console.print(f"[bold]{source}[/]: ingest")
+        ingest_report = ingest.run(source, interim, report=work / "ingest.json", params=section(params, "ingest"))
+        console.print("featurize")
+        src = read_json(interim / "source.json")
+        frame, spec, feat_report = featurize(
+            pl.scan_parquet(interim / "leads.parquet"), pl.scan_parquet(interim / "events.parquet"),
+            pl.scan_parquet(interim / "outcomes.parquet"), src, section(params, "featurize"))
+        write_frame(frame, work / "features.parquet")
+        write_json(art / "feature_spec.json", spec)
+        console.print("train")
+        model_text, baseline, train_report, _ = train.run(work / "features.parquet", art / "feature_spec.json",
+                                                         params=section(params, "train"))
+        write_text(art / "model.txt", model_text)
+        console.print("calibrate")
+        calib, threshold = calibrate.run(frame, lgb.Booster(model_str=model_text), spec, section(params, "calibrate"))
+        write_json(art / "calibrator.json", calib)
+        write_json(art / "threshold.json", threshold)
+        bundle = load_bundle(art)
+        console.print("evaluate")
+        test = frame.filter(pl.col("split") == "test")
+        result = evaluate.evaluate_frame(test, bundle, LinearBaseline.from_dict(baseline), section(params, "calibrate"), None)
+        result["source"] = src.get("name")
+        result["threshold"] = threshold
+        result["train"] = train_report
+        result["featurize"] = feat_report
+        result["ingest"] = ingest_report
+        result["drift"] = drift_report(frame, bundle)
+        share = recalibrate_recent if recalibrate_recent is not None else params["calibrate"].get("recalibrate_recent")
+        if share:
+            result["recalibration"] = recalibration(frame, bundle, section(params, "calibrate"), float(share))
+    write_json(report, result)
+    return {"source": result["source"], "test_auc": result["test"]["auc"],
+            "baseline_lr_auc": result["test"]["baseline_lr_auc"], "ece": result["test"]["ece"], "report": str(report)}

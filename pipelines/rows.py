@@ -1,0 +1,63 @@
+"""Reading a batch of new leads for scoring, and the same row checks ingest applies (features.contract)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from features import contract as C
+from features.schema import CREATED_AT, LEAD_ID
+from pipelines.io import BadInput
+
+AFTER_AS_OF = "created after the as-of time"
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    """Parquet as stored; CSV with every column as text, so the contract (not the reader) decides what is bad."""
+    if not path.is_file():
+        raise BadInput(path, "file not found")
+    if path.stat().st_size == 0:
+        raise BadInput(path, "empty file: no header and no rows")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pl.read_parquet(path)
+    if suffix == ".csv":
+        frame = pl.read_csv(path, infer_schema=False)
+        C.check_layout(frame.columns, file=str(path))
+        return frame
+    raise BadInput(path, f"unsupported extension {suffix!r}; expected .csv or .parquet")
+
+
+@dataclass(frozen=True)
+class Batch:
+    leads: pl.DataFrame
+    events: pl.DataFrame | None
+    quarantine: pl.DataFrame
+    newest: datetime | None
+
+
+def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dict[str, Any], leads_file: Path,
+                events_file: Path | None, as_of: datetime | None) -> Batch:
+    """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
+    explicit as-of time are quarantined too, since no decision can be made before a lead exists."""
+    passthrough = [c for c in source.get("notes_allowed", []) if c in leads.columns]
+    files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
+    result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
+                        categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files)
+    clean = result.leads
+    bad = result.quarantine
+    if as_of is not None:
+        late = clean.filter(pl.col(CREATED_AT) > as_of)
+        if late.height:
+            row = pl.int_range(1, leads.height + 1, eager=True)
+            rows = pl.DataFrame({LEAD_ID: leads[LEAD_ID].cast(pl.String), "row": row}).unique(LEAD_ID, keep="first")
+            extra = late.select(LEAD_ID).join(rows, on=LEAD_ID, how="left").select(
+                pl.lit("leads").alias("table"), pl.col("row").cast(pl.Int64), pl.col(LEAD_ID),
+                pl.lit(CREATED_AT).alias("column"), pl.lit(AFTER_AS_OF).alias("reason"))
+            bad = pl.concat([bad, extra.cast(bad.schema)])  # type: ignore[arg-type]
+            clean = clean.filter(pl.col(CREATED_AT) <= as_of)
+    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp)

@@ -1,0 +1,122 @@
+"""Calibration fixes a deliberately miscalibrated margin and stores as JSON; scores and percentiles as documented."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.calibration import (
+    REFERENCE_SIZE,
+    Calibrator,
+    fit_calibrator,
+    percentile,
+    percentile_reference,
+    to_score,
+)
+from models.metrics import ece
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Margins m whose true log-odds are m/3: read as log-odds they are three times too confident."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(-1.0, 3.0, n)
+    y = (rng.random(n) < _sigmoid(m / 3.0)).astype(np.float64)
+    return m, y
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_calibration_lowers_ece_on_an_overconfident_margin(method: str) -> None:
+    m_fit, y_fit = _overconfident(20_000, seed=0)
+    m_new, y_new = _overconfident(20_000, seed=1)  # judged on fresh leads, not the ones it was fitted on
+    calibrator = fit_calibrator(m_fit, y_fit, method=method)
+    before = ece(y_new, _sigmoid(m_new))
+    after = ece(y_new, calibrator.predict(m_new))
+    assert before > 0.08
+    assert after < 0.02
+    assert calibrator.method == method
+
+
+def test_sigmoid_recovers_the_true_slope_and_intercept() -> None:
+    m, y = _overconfident(40_000, seed=2)
+    c = fit_calibrator(m, y, method="sigmoid")
+    assert c.a == pytest.approx(1 / 3, abs=0.03)
+    assert c.b == pytest.approx(0.0, abs=0.05)
+
+
+def test_sigmoid_stays_finite_when_the_margin_separates_the_classes() -> None:
+    c = fit_calibrator([-2.0, -1.0, 1.0, 2.0], [0, 0, 1, 1], method="sigmoid")
+    p = c.predict(np.array([-2.0, 2.0]))
+    assert np.isfinite([c.a, c.b]).all() and 0.0 < p[0] < 0.5 < p[1] < 1.0
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_json_round_trip_gives_identical_predictions(method: str) -> None:
+    m, y = _overconfident(3_000, seed=3)
+    c = fit_calibrator(m, y, method=method)
+    restored = Calibrator.from_dict(json.loads(json.dumps(c.to_dict())))
+    grid = np.linspace(-15.0, 15.0, 1001)  # beyond the fitted range too (isotonic clips)
+    assert restored == c
+    assert np.array_equal(restored.predict(grid), c.predict(grid))
+
+
+@pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
+def test_predictions_are_probabilities_that_never_fall_as_the_margin_rises(method: str) -> None:
+    m, y = _overconfident(3_000, seed=4)
+    p = fit_calibrator(m, y, method=method).predict(np.linspace(-40.0, 40.0, 2001))
+    assert p.min() >= 0.0 and p.max() <= 1.0
+    assert (np.diff(p) >= 0).all()
+
+
+def test_auto_picks_sigmoid_below_min_positives_and_isotonic_at_it() -> None:
+    rng = np.random.default_rng(5)
+    m = rng.normal(size=1_000)
+    y = np.zeros(1_000)
+    y[np.argsort(m)[-50:]] = 1.0  # 50 conversions
+    assert fit_calibrator(m, y, min_positives_isotonic=51).method == "sigmoid"
+    assert fit_calibrator(m, y, min_positives_isotonic=50).method == "isotonic"
+    assert fit_calibrator(m, y).method == "sigmoid"  # default needs 200
+
+
+def test_fitting_without_both_classes_or_with_unknown_method_raises() -> None:
+    with pytest.raises(ValueError, match="needs both converted and not-converted"):
+        fit_calibrator([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="unknown calibration method 'beta'; choose auto or one of isotonic, sigmoid"):
+        fit_calibrator([0.1, 0.2], [0, 1], method="beta")
+
+
+def test_from_dict_refuses_keys_of_another_method() -> None:
+    with pytest.raises(ValueError, match="a sigmoid calibrator has keys"):
+        Calibrator.from_dict({"method": "sigmoid", "x_thresholds": [0.0], "y_thresholds": [0.5]})
+
+
+def test_to_score_rounds_half_to_even() -> None:
+    # 12.5 -> 12 and 62.5 -> 62 (even below), 37.5 -> 38 (even above)
+    assert to_score(np.array([0.0, 0.125, 0.375, 0.625, 0.994, 1.0])).tolist() == [0, 12, 38, 62, 99, 100]
+    assert to_score(np.array([0.3])).dtype == np.int64
+
+
+def test_percentile_is_the_share_of_the_reference_at_or_below() -> None:
+    ref = percentile_reference([0.4, 0.1, 0.3, 0.2])
+    assert ref.tolist() == [0.1, 0.2, 0.3, 0.4]
+    assert percentile([0.05, 0.2, 0.25, 0.4, 0.9], ref).tolist() == [0.0, 50.0, 50.0, 100.0, 100.0]
+
+
+def test_percentile_reference_of_a_large_sample_is_small_and_close() -> None:
+    sample = np.random.default_rng(6).beta(2, 8, 50_000)
+    ref = percentile_reference(sample)
+    assert ref.size == REFERENCE_SIZE
+    assert ref[0] == sample.min() and ref[-1] == sample.max()
+    probe = np.quantile(sample, [0.1, 0.5, 0.93])
+    exact = 100.0 * np.array([(sample <= q).mean() for q in probe])
+    assert np.abs(percentile(probe, ref) - exact).max() < 0.2
+
+
+def test_percentile_refuses_an_unsorted_reference() -> None:
+    with pytest.raises(ValueError, match="sorted ascending"):
+        percentile([0.5], np.array([0.3, 0.1]))

@@ -1,0 +1,148 @@
+"""The leak guard refuses planted leaks by name, respects the analyst's allow list, and never passes them silently."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from features.leakguard import LeakError, find_leaks, single_feature_auc
+from features.schema import TS
+from pipelines.featurize import main
+
+RNG = np.random.default_rng(0)
+N = 400
+Y = (RNG.random(N) < 0.3).astype(np.int8)
+FRAME = pl.DataFrame({
+    "visits": RNG.poisson(3, N).astype(float),                                   # unrelated to the label
+    "days_to_close": np.where(Y == 1, RNG.uniform(1, 10, N), RNG.uniform(20, 90, N)),  # planted numeric leak
+    "deal_stage": np.where(Y == 1, "closed_won", RNG.choice(["open", "lost"], N)),     # planted categorical leak
+    "industry": RNG.choice(["software", "retail", "health"], N),
+})
+SPEC = {"features": [
+    {"name": "visits", "kind": "numeric"},
+    {"name": "days_to_close", "kind": "numeric"},
+    {"name": "deal_stage", "kind": "categorical", "categories": ["closed_won", "lost", "open", "other"]},
+    {"name": "industry", "kind": "categorical", "categories": ["health", "retail", "software", "other"]},
+]}
+
+
+def test_planted_leaks_are_refused_by_name() -> None:
+    with pytest.raises(LeakError, match=r"(?s)days_to_close: single-feature AUC on train = 1\.0000 > 0\.95.*"
+                                        r"deal_stage.*featurize\.leak_allow") as err:
+        find_leaks(FRAME, Y, SPEC, auc_max=0.95)
+    assert sorted(f.column for f in err.value.findings) == ["days_to_close", "deal_stage"]
+    assert "visits" not in str(err.value) and "industry" not in str(err.value)
+
+
+def test_allowed_columns_are_reported_not_silently_passed() -> None:
+    findings = find_leaks(FRAME, Y, SPEC, auc_max=0.95, allow=["days_to_close", "deal_stage"])
+    assert [(f.column, f.allowed) for f in findings] == [("days_to_close", True), ("deal_stage", True)]
+
+
+def test_allowing_one_leak_still_refuses_the_other() -> None:
+    with pytest.raises(LeakError, match="deal_stage") as err:
+        find_leaks(FRAME, Y, SPEC, auc_max=0.95, allow=["days_to_close"])
+    assert "days_to_close:" not in str(err.value)  # the allowed one is not among the refused lines
+    assert {f.column: f.allowed for f in err.value.findings} == {"days_to_close": True, "deal_stage": False}
+
+
+def test_after_outcome_column_is_refused_even_when_its_auc_is_low() -> None:
+    spec = {"features": [{"name": "visits", "kind": "numeric"}]}
+    with pytest.raises(LeakError, match="visits: marked after the outcome"):
+        find_leaks(FRAME, Y, spec, auc_max=0.95, after_outcome=["visits"])
+    [finding] = find_leaks(FRAME, Y, spec, auc_max=0.95, after_outcome=["visits"], allow=["visits"])
+    assert finding.rule == "after_outcome" and finding.allowed
+
+
+def test_a_feature_parsed_from_an_after_outcome_column_is_refused() -> None:
+    frame = pl.DataFrame({"seniority": ["vp", "student"] * 5})
+    spec = {"features": [{"name": "seniority", "kind": "categorical", "source_column": "job_title",
+                          "categories": ["student", "vp", "other"]}]}
+    with pytest.raises(LeakError, match="seniority.*job_title"):
+        find_leaks(frame, np.array([0, 1] * 5), spec, auc_max=0.99, after_outcome=["job_title"])
+
+
+def test_missing_values_rank_as_their_own_lowest_value() -> None:
+    # NaN only on the positives: a perfect separator once NaN is a value of its own.
+    values = pl.Series([None, None, 1.0, 2.0, 3.0])
+    assert single_feature_auc(values, np.array([1, 1, 0, 0, 0]), categorical=False) == 1.0
+    # A column that is lower for positives is as leaky as one that is higher.
+    assert single_feature_auc(pl.Series([5.0, 4.0, 1.0]), np.array([0, 0, 1]), categorical=False) == 1.0
+
+
+def test_categorical_auc_uses_per_category_rate_with_null_as_a_category() -> None:
+    values = pl.Series(["a", "a", None, None, "b", "b"])
+    assert single_feature_auc(values, np.array([0, 0, 1, 1, 0, 0]), categorical=True) == 1.0
+    assert single_feature_auc(pl.Series(["a", "b"] * 4), np.array([0, 1, 1, 0] * 2), categorical=True) == 0.5
+
+
+def test_a_single_class_label_gives_no_auc_and_no_finding() -> None:
+    assert single_feature_auc(pl.Series([1.0, 2.0]), np.array([0, 0]), categorical=False) is None
+    assert find_leaks(FRAME.head(5), np.zeros(5), SPEC, auc_max=0.5) == []
+
+
+def _write_interim(folder: Path, *, leak: bool) -> None:
+    """A tiny ingest output whose leads carry `deal_stage`, filled in from the outcome when `leak`."""
+    folder.mkdir(parents=True)
+    n = 200
+    rng = np.random.default_rng(1)
+    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    created = [start + timedelta(days=int(d)) for d in np.sort(rng.integers(0, 150, n))]
+    converted = rng.random(n) < 0.4
+    conv_at = [c + timedelta(days=20) if k else None for c, k in zip(created, converted, strict=True)]
+    stage = np.where(converted, "won", "open") if leak else rng.choice(["won", "open"], n)
+    pl.DataFrame({"lead_id": [f"L{i}" for i in range(n)], "created_at": created, "deal_stage": stage,
+                  "industry": rng.choice(["a", "b"], n)}, schema_overrides={"created_at": TS}
+                 ).write_parquet(folder / "leads.parquet")
+    pl.DataFrame({"lead_id": [f"L{i}" for i in range(n)], "converted": converted, "converted_at": conv_at},
+                 schema_overrides={"converted_at": TS}).write_parquet(folder / "outcomes.parquet")
+    source = {"name": "tiny", "categorical": {
+        "deal_stage": {"group": "company_fit", "description": "CRM deal stage"},
+        "industry": {"group": "company_fit", "description": "Industry"}},
+        "numeric": {}, "pii": [], "notes_allowed": [], "after_outcome": [], "dropped_leaky": [],
+        "legacy_score": False, "has_events": False, "has_outcome_times": True,
+        "snapshot_at": "2025-12-31T00:00:00+00:00", "truth": None}
+    (folder / "source.json").write_text(json.dumps(source))
+
+
+def _params(tmp_path: Path, allow: list[str]) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(json.dumps({  # JSON is YAML
+        "base": {"seed": 1, "observation_days": 7, "horizon_days": 60},
+        "featurize": {"windows": [7, 30], "split": {"train": 0.6, "valid": 0.2, "test": 0.2},
+                      "leak_auc_max": 0.95, "leak_allow": allow}}))
+    return path
+
+
+def _args(tmp_path: Path, params: Path) -> list[str]:
+    return ["--interim", str(tmp_path / "interim"), "--out", str(tmp_path / "features"),
+            "--spec", str(tmp_path / "spec.json"), "--report", str(tmp_path / "report.json"), "--params", str(params)]
+
+
+def test_featurize_stage_exits_2_and_names_the_leak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write_interim(tmp_path / "interim", leak=True)
+    assert main(_args(tmp_path, _params(tmp_path, []))) == 2
+    err = capsys.readouterr().err
+    assert "deal_stage" in err and "leak_allow" in err and "industry" not in err
+    assert not (tmp_path / "features" / "features.parquet").exists()
+
+
+def test_featurize_stage_writes_outputs_and_reports_an_allowed_leak(tmp_path: Path) -> None:
+    _write_interim(tmp_path / "interim", leak=True)
+    assert main(_args(tmp_path, _params(tmp_path, ["deal_stage"]))) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(f["column"], f["allowed"]) for f in report["leak_guard"]["findings"]] == [("deal_stage", True)]
+    assert report["in_scope"] + report["converted_before_t0"] + report["censored"] == report["leads"] == 200
+    frame = pl.read_parquet(tmp_path / "features" / "features.parquet")
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    assert frame.columns == ["lead_id", "t0", "split", "scope", "label", *[f["name"] for f in spec["features"]]]
+
+
+def test_featurize_stage_exits_2_when_an_input_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "interim").mkdir()
+    assert main(_args(tmp_path, _params(tmp_path, []))) == 2
