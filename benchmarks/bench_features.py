@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from features.schema import EVENT_TYPES, OTHER_EVENT, TS  # noqa: E402
+from features.schema import OTHER_EVENT, TS  # noqa: E402
 
 #: Share of each event kind in the generated stream (a marketing-automation export's rough mix).
 KIND_MIX: dict[str, float] = {
@@ -112,7 +112,9 @@ def make_data(folder: Path, *, leads: int, events: int, seed: int = 7) -> None:
             pl.col("_lead").cast(pl.String).str.zfill(8).str.pad_start(9, "L").alias("lead_id"),
             (pl.col("_ts").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
              + (start - datetime(1970, 1, 1, tzinfo=timezone.utc))).cast(TS).alias("occurred_at"),
-            pl.col("_kind").replace_strict(list(range(len(kinds))), kind_names, return_dtype=pl.String).alias("event_type"),
+            pl.col("_kind")
+            .replace_strict(list(range(len(kinds))), kind_names, return_dtype=pl.String)
+            .alias("event_type"),
         )
         .sink_parquet(folder / "events.parquet")
     )

@@ -22,6 +22,7 @@ from features.schema import (
     EVENT_TYPES,
     HIGH_INTENT_EVENTS,
     LEAD_ID,
+    LEGACY_SCORE,
     OCCURRED_AT,
     OTHER_EVENT,
     TS,
@@ -100,7 +101,7 @@ def firmographic_columns(source: Mapping[str, Any]) -> tuple[list[tuple[str, str
             cats.append((SENIORITY, col))
         else:
             raise ValueError(f"categorical column {col!r}: unknown parse {parse!r}; known: {SENIORITY!r}")
-    forbidden = set(source.get("pii") or []) | {"legacy_score", LEAD_ID, CREATED_AT}
+    forbidden = set(source.get("pii") or []) | {LEGACY_SCORE, LEAD_ID, CREATED_AT}
     bad = sorted(forbidden & ({src for _, src in cats} | set(numeric)))
     if bad:
         raise ValueError(f"columns {bad} are PII, identifiers or the legacy score and can never be features")
@@ -285,8 +286,8 @@ def _event_features(lead_t0: pl.LazyFrame, events: pl.LazyFrame, windows: Sequen
     bucket = pl.sum_horizontal([(age > e * _DAY_US).cast(pl.UInt64) for e in edges])
     key = (pl.col(_ROW).cast(pl.UInt64) * n_kinds + kind) * n_buckets + bucket
     cells = (
-        events.select(LEAD_ID, OCCURRED_AT, EVENT_TYPE)
-        .join(lead_t0.select(_ROW, LEAD_ID, T0), on=LEAD_ID, how="inner")
+        events.select(pl.col(LEAD_ID).cast(pl.String), pl.col(OCCURRED_AT).cast(TS), EVENT_TYPE)
+        .join(lead_t0.select(_ROW, pl.col(LEAD_ID).cast(pl.String), T0), on=LEAD_ID, how="inner")
         .filter(pl.col(OCCURRED_AT) < pl.col(T0))
         .select(key.alias("_key"), age.alias("_age"))
         .group_by("_key")
@@ -389,7 +390,8 @@ def label_leads(
     ...                       "t0": [datetime(2025, 1, 10, tzinfo=utc)] * 2 + [datetime(2025, 3, 1, tzinfo=utc)]},
     ...                      schema_overrides={"t0": TS})
     >>> outs = pl.LazyFrame({"lead_id": ["a", "b", "c"], "converted": [True, True, False],
-    ...                      "converted_at": [datetime(2025, 1, 5, tzinfo=utc), datetime(2025, 2, 1, tzinfo=utc), None]},
+    ...                      "converted_at": [datetime(2025, 1, 5, tzinfo=utc),
+    ...                                       datetime(2025, 2, 1, tzinfo=utc), None]},
     ...                     schema_overrides={"converted_at": TS})
     >>> label_leads(feats, outs, horizon_days=60, snapshot_at=datetime(2025, 4, 1, tzinfo=utc),
     ...             has_outcome_times=True).select("lead_id", "scope", "label").collect()

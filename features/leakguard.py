@@ -93,7 +93,9 @@ def find_leaks(
 
 
 def single_feature_auc(values: pl.Series, y: np.ndarray, *, categorical: bool) -> float | None:
-    """How well one column alone ranks converters above the rest (0.5 = not at all, 1 = perfectly); None if y is constant.
+    """How well one column alone ranks converters above the rest (0.5: not at all, 1: perfectly).
+
+    None when y has a single class, since AUC is then undefined.
 
     Examples
     --------

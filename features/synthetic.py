@@ -252,6 +252,19 @@ PRICING_BY_SENIORITY: dict[str, float] = {
 }  # fmt: skip
 PRICING_BY_SENIORITY_NULL = 0.7
 DEMO_POOR_FIT_FACTOR = 0.4
+#: ...and a demo or trial right after pricing visits (the last 7 days) is worth more than either alone.
+DEMO_WITH_PRICING_FACTOR = 1.8
+#: A stated timeline is cheap talk unless the lead also acted on it: the buying_timeline term is scaled down for
+#: leads with no high-intent action in the 30 days before t0 (BANT's Timeline counts when Need shows too).
+TIMELINE_ACTED_DAYS = 30.0
+TIMELINE_IDLE_FACTOR = 0.3
+#: The best-fit company size depends on the industry: large firms in these industries buy, large firms elsewhere
+#: rarely do. Added to company_fit for the 1001+ employee bands.
+LARGE_FIRM_BANDS: tuple[str, ...] = ("1001-5000", "5000+")
+LARGE_FIRM_BY_INDUSTRY: dict[str, float] = {
+    "financial services": 0.9, "healthcare": 0.8, "government": 1.0, "manufacturing": 0.6, "logistics": 0.6,
+    "software": -0.6, "fintech": -0.6, "media": -0.4,
+}  # fmt: skip
 #: pricing_interest = PRICING_7D * log1p(views in the last 7 days) + PRICING_8_30D * log1p(views 8-30 days back).
 PRICING_7D = 1.0
 PRICING_8_30D = 0.15
@@ -463,7 +476,13 @@ def driver_terms(features: Frame) -> Frame:
     def log1p(x: pl.Expr) -> pl.Expr:
         return x.log1p()
 
-    fit = _weight("industry", INDUSTRY_WEIGHT) + _weight("employee_band", EMPLOYEE_WEIGHT) + _weight("region", REGION_WEIGHT)
+    large = pl.col("employee_band").is_in(list(LARGE_FIRM_BANDS)).fill_null(False)
+    fit = (
+        _weight("industry", INDUSTRY_WEIGHT)
+        + _weight("employee_band", EMPLOYEE_WEIGHT)
+        + _weight("region", REGION_WEIGHT)
+        + pl.when(large).then(_factor("industry", LARGE_FIRM_BY_INDUSTRY, 0.0)).otherwise(0.0)
+    )
     terms: dict[str, pl.Expr] = {
         "company_fit": fit,
         "seniority": _weight(SENIORITY, SENIORITY_WEIGHT),
@@ -474,7 +493,8 @@ def driver_terms(features: Frame) -> Frame:
         "demo_trial": pl.sum_horizontal(
             [w * (n(k, DEMO_TRIAL_DAYS) > 0).cast(pl.Float64) for k, w in DEMO_TRIAL_WEIGHT.items()]
         )
-        * pl.when(fit < 0).then(DEMO_POOR_FIT_FACTOR).otherwise(1.0),
+        * pl.when(fit < 0).then(DEMO_POOR_FIT_FACTOR).otherwise(1.0)
+        * pl.when(n("page_pricing", 7) > 0).then(DEMO_WITH_PRICING_FACTOR).otherwise(1.0),
         "engagement": pl.sum_horizontal([w * log1p(n(k, d)) for k, (w, d) in ENGAGEMENT_WEIGHT.items()]),
         "research": pl.sum_horizontal([w * log1p(n(k, RESEARCH_DAYS)) for k, w in RESEARCH_WEIGHT.items()]),
         "recency": (RECENCY_WEIGHT * (-pl.col(HIGH_INTENT_RECENCY).cast(pl.Float64) / RECENCY_DAYS).exp()).fill_null(
@@ -484,7 +504,8 @@ def driver_terms(features: Frame) -> Frame:
         + CAREERS_VIEW_WEIGHT * log1p(n("page_careers", CAREERS_DAYS)),
         "email_domain": _weight("email_domain_kind", EMAIL_DOMAIN_WEIGHT),
         "lead_source": _weight("lead_source", LEAD_SOURCE_WEIGHT),
-        "buying_timeline": _weight("buying_timeline", TIMELINE_WEIGHT),
+        "buying_timeline": _weight("buying_timeline", TIMELINE_WEIGHT)
+        * pl.when(pl.col(HIGH_INTENT_RECENCY) <= TIMELINE_ACTED_DAYS).then(1.0).otherwise(TIMELINE_IDLE_FACTOR),
     }
     return features.select(pl.col(LEAD_ID), *[expr.alias(name) for name, expr in terms.items()])
 

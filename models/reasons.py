@@ -107,8 +107,17 @@ def _holds(condition: str, values: Mapping[str, Any]) -> bool:
         return (op == "==") == _is_missing(v)
     if _is_missing(v):
         return False
-    target: Any = raw.strip("'\"") if raw[0] in "'\"" else float(raw)
-    left: Any = v if isinstance(target, str) else float(v)
+    if raw[0] in "'\"":
+        target: Any = raw.strip("'\"")
+        left: Any = str(v)
+        if op not in ("==", "!="):
+            raise CatalogError(f"condition {condition!r}: text can only be compared with == or !=")
+    else:
+        target = float(raw)
+        try:
+            left = float(v)
+        except (TypeError, ValueError):
+            return False
     return {">": left > target, ">=": left >= target, "<": left < target, "<=": left <= target,
             "==": left == target, "!=": left != target}[op]
 

@@ -20,7 +20,7 @@ Algorithm (the "v2" idea of FastTreeSHAP, Yang 2021, with its own pattern bookke
 - Per row and tree, one top-down sweep over the internal nodes gives every leaf's pattern as a bit mask
   (the bit of a feature is cleared when the row leaves the path at a node testing it); then each leaf
   costs d table look-ups. Rows are processed in blocks tree by tree so a tree's tables stay in cache;
-  blocks run in parallel (numba prange).
+  blocks run on a thread pool (the compiled kernel releases the GIL).
 - Leaves with d > `TABLE_MAX_DEPTH` distinct features, or with a zero cover fraction on the path, are
   computed at run time from the polynomial prod_{j in H}(t + z_j) instead (O(d^2), division-free).
 
@@ -31,11 +31,13 @@ processes load the compiled code from numba's cache next to this file.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lightgbm as lgb
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["TABLE_MAX_DEPTH", "TreeShap", "explain"]
 
@@ -108,8 +110,12 @@ class TreeShap:
         """Memory held by the per-leaf pattern tables."""
         return int(self.table.nbytes)
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """SHAP values on the raw (log-odds) scale: (n, num_features + 1), last column the bias."""
+    def contributions(self, X: np.ndarray, *, n_threads: int | None = None) -> np.ndarray:
+        """SHAP values on the raw (log-odds) scale: (n, num_features + 1), last column the bias.
+
+        `X` holds raw feature values as LightGBM's `predict` takes them (categoricals as integer codes,
+        NaN for missing). Runs on `n_threads` threads (default: numba's thread count, i.e. all cores).
+        """
         Xc = np.ascontiguousarray(X, dtype=np.float64)
         if Xc.ndim != 2 or Xc.shape[1] != self.num_features:
             raise ValueError(f"X must be 2-D with {self.num_features} columns, got shape {Xc.shape}")
@@ -117,9 +123,7 @@ class TreeShap:
         out[:, self.num_features] = self.expected_value
         if Xc.shape[0] == 0 or self.num_trees == 0:
             return out
-        _contrib_kernel(
-            Xc,
-            out,
+        arrays = (
             self.tree_node_off,
             self.tree_n_int,
             self.tree_leaf_off,
@@ -143,8 +147,26 @@ class TreeShap:
             self.sl_coef,
             self.table,
             self.weights,
-            _BLOCK_ROWS,
         )
+        sizes = (
+            int(self.tree_n_int.max(initial=1)),
+            int(self.tree_n_leaves.max(initial=1)),
+            int(self.lf_d.max(initial=1)),
+        )
+
+        def run(block: int) -> None:
+            r0 = block * _BLOCK_ROWS
+            _explain_block(Xc, out, r0, min(len(Xc), r0 + _BLOCK_ROWS), _BLOCK_ROWS, *sizes, *arrays)
+
+        n_blocks = -(-len(Xc) // _BLOCK_ROWS)
+        workers = max(1, min(n_threads or numba.config.NUMBA_NUM_THREADS, n_blocks))
+        if workers == 1:
+            for block in range(n_blocks):
+                run(block)
+        else:
+            # The kernel releases the GIL; blocks are handed out one at a time, so threads stay balanced.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(run, range(n_blocks)))
         return out
 
 
@@ -523,56 +545,7 @@ def _fill_tables(
             table[base + s] *= v
 
 
-@njit(cache=True, parallel=True)
-def _contrib_kernel(
-    X: np.ndarray,
-    out: np.ndarray,
-    tree_node_off: np.ndarray,
-    tree_n_int: np.ndarray,
-    tree_leaf_off: np.ndarray,
-    tree_n_leaves: np.ndarray,
-    nd_feat: np.ndarray,
-    nd_thr: np.ndarray,
-    nd_type: np.ndarray,
-    nd_cat_off: np.ndarray,
-    nd_cat_len: np.ndarray,
-    nd_left: np.ndarray,
-    nd_right: np.ndarray,
-    nd_bit: np.ndarray,
-    cat_bits: np.ndarray,
-    lf_value: np.ndarray,
-    lf_d: np.ndarray,
-    lf_mode: np.ndarray,
-    lf_slot_off: np.ndarray,
-    lf_tab_off: np.ndarray,
-    sl_feat: np.ndarray,
-    sl_z: np.ndarray,
-    sl_coef: np.ndarray,
-    table: np.ndarray,
-    weights: np.ndarray,
-    block: int,
-) -> None:
-    """Add every tree's SHAP values to `out` (which already holds the bias); row blocks run in parallel."""
-    n = X.shape[0]
-    max_int = 1
-    max_leaves = 1
-    for t in range(len(tree_n_int)):
-        max_int = max(max_int, tree_n_int[t])
-        max_leaves = max(max_leaves, tree_n_leaves[t])
-    max_d = 1
-    for g in range(len(lf_d)):
-        max_d = max(max_d, lf_d[g])
-    n_blocks = (n + block - 1) // block
-    for b in prange(n_blocks):
-        _explain_block(
-            X, out, b * block, min(n, (b + 1) * block), block, max_int, max_leaves, max_d,
-            tree_node_off, tree_n_int, tree_leaf_off, tree_n_leaves,
-            nd_feat, nd_thr, nd_type, nd_cat_off, nd_cat_len, nd_left, nd_right, nd_bit, cat_bits,
-            lf_value, lf_d, lf_mode, lf_slot_off, lf_tab_off, sl_feat, sl_z, sl_coef, table, weights,
-        )  # fmt: skip
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _explain_block(
     X: np.ndarray,
     out: np.ndarray,
@@ -629,7 +602,10 @@ def _explain_block(
         for r in range(m):
             patt[0, r] = -1
         for i in range(n_int):
-            _sweep_node(xb, patt, i, no + i, m, max_int, nd_feat, nd_thr, nd_type, nd_cat_off, nd_cat_len, nd_left, nd_right, nd_bit, cat_bits)
+            _sweep_node(
+                xb, patt, i, no + i, m, max_int,
+                nd_feat, nd_thr, nd_type, nd_cat_off, nd_cat_len, nd_left, nd_right, nd_bit, cat_bits,
+            )  # fmt: skip
         lo = tree_leaf_off[t]
         for leaf in range(tree_n_leaves[t]):
             g = lo + leaf

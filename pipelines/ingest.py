@@ -32,7 +32,6 @@ from pipelines.io import BadInput, atomic_path, load_params, write_frame, write_
 
 DEFAULT_MAX_QUARANTINE_SHARE = 0.5
 QUARANTINE_SAMPLE = 20
-_NO_CSE = pl.QueryOptFlags(comm_subplan_elim=False)
 
 
 # ---------------------------------------------------------------- reading
@@ -99,19 +98,22 @@ def _first_ragged_row(path: Path, spec: ReadSpec) -> int | None:
 
 @dataclass
 class Checked:
-    """Everything the contract found, before anything is written."""
+    """Everything the contract found, before anything is written. The events stay lazy: their clean and
+    quarantined rows are streamed to disk by `run`, never held in memory."""
 
     mapping: dict[str, Any]
     mapped: Mapped
     files: dict[str, str]
-    leads: pl.DataFrame  # annotated leads (small: collected once)
     tables: dict[str, C.Checked]
     facts: dict[str, dict[str, Any]]
-    quarantine: pl.DataFrame
-    other_event_names: dict[str, int]
     #: source.json: the resolved mapping, snapshot_at filled.
     source: dict[str, Any]
     report: dict[str, Any]
+
+    def quarantine(self) -> pl.LazyFrame:
+        """Quarantined rows of every table, leads first, each in file order; tables without any are not scanned."""
+        parts = [C.quarantine(chk) for t, chk in self.tables.items() if self.report[t]["quarantined"]]
+        return pl.concat(parts) if parts else C.empty_quarantine().lazy()
 
 
 def check(
@@ -122,7 +124,10 @@ def check(
     max_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
     now: datetime | None = None,
 ) -> Checked:
-    """Read, map and check every table; raise BadInput on a file-level problem. `paths` override the mapping's."""
+    """Read, map and check every table; raise BadInput on a file-level problem. `paths` override the mapping's.
+
+    The leads are collected (one row per lead); events and outcomes get one streaming pass for their facts here.
+    """
     paths = dict(paths or {})
     tables = [t for t in C.TABLES if mapping.get(t) is not None]
     specs = {t: read_spec(mapping, t, path=str(paths[t]) if t in paths else None) for t in tables}
@@ -145,58 +150,44 @@ def check(
                                lead_check.timestamp)
         facts = {"leads": C.summary(lead_check).collect().row(0, named=True)}
         C.raise_on_file_problems(lead_check, facts["leads"])
-        status = C.lead_status(leads).collect().lazy()
+        ids = C.lead_ids(leads)
     checked: dict[str, C.Checked] = {"leads": lead_check}
-    bad = [C.quarantine(lead_check).collect()]
-    other: dict[str, int] = {}
-    if mapped.events is not None:
-        with _contract_errors(files["events"]), _polars_errors(Path(files["events"])):
-            ev = C.annotate_events(mapped.events, leads=status, time_format=fmts.get(OCCURRED_AT), limit=limit,
-                                   origins=mapped.origins["events"], file=files["events"])
-            # Without subplan elimination: sharing the annotated events between the three queries would
-            # materialise all of them (3 GB at 45M events); three streaming scans cost ~20% more time, not memory.
-            ev_facts, ev_bad, ev_other = pl.collect_all(
-                [C.summary(ev), C.quarantine(ev), C.other_event_names(ev)], optimizations=_NO_CSE)
-            facts["events"] = ev_facts.row(0, named=True)
-            C.raise_on_file_problems(ev, facts["events"])
-        checked["events"], other = ev, dict(ev_other.iter_rows())
-        bad.append(ev_bad)
-    if mapped.outcomes is not None:
-        with _contract_errors(files["outcomes"]), _polars_errors(Path(files["outcomes"])):
-            out = C.annotate_outcomes(mapped.outcomes, leads=status, time_format=fmts.get(CONVERTED_AT), limit=limit,
-                                      origins=mapped.origins["outcomes"], file=files["outcomes"])
-            out_facts, out_bad = pl.collect_all([C.summary(out), C.quarantine(out)])
-            facts["outcomes"] = out_facts.row(0, named=True)
-            C.raise_on_file_problems(out, facts["outcomes"])
-        checked["outcomes"] = out
-        bad.append(out_bad)
-    quarantine = pl.concat(bad).cast(C.QUARANTINE_SCHEMA)  # type: ignore[arg-type]
+    later = (("events", mapped.events, C.annotate_events, OCCURRED_AT),
+             ("outcomes", mapped.outcomes, C.annotate_outcomes, CONVERTED_AT))
+    for table, frame, annotate, ts_col in later:
+        if frame is None:
+            continue
+        with _contract_errors(files[table]), _polars_errors(Path(files[table])):
+            chk = annotate(frame, leads=ids, time_format=fmts.get(ts_col), limit=limit,
+                           origins=mapped.origins[table], file=files[table])
+            facts[table] = C.summary(chk).collect().row(0, named=True)
+            C.raise_on_file_problems(chk, facts[table])
+        checked[table] = chk
     newest = [f["max_timestamp"] for f in facts.values() if f.get("max_timestamp") is not None]
     source = finalize(mapped.source, newest=max(newest) if newest else None)
-    report = _report(mapping, mapped, files, checked, facts, quarantine, other, max_share, source)
-    return Checked(mapping, mapped, files, leads, checked, facts, quarantine, other, source, report)
+    report = _report(mapping, mapped, files, facts, max_share, source)
+    return Checked(mapping, mapped, files, checked, facts, source, report)
 
 
-def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str], checked: Mapping[str, C.Checked],
-            facts: Mapping[str, Mapping[str, Any]], quarantine: pl.DataFrame, other: Mapping[str, int],
-            max_share: float, source: Mapping[str, Any]) -> dict[str, Any]:
+def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str],
+            facts: Mapping[str, Mapping[str, Any]], max_share: float, source: Mapping[str, Any]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "source": mapping["name"], "max_quarantine_share": max_share, "snapshot_at": source["snapshot_at"],
         "has_events": source["has_events"], "has_outcome_times": source["has_outcome_times"],
         "time_basis": source["time_basis"]["kind"],
     }  # fmt: skip
-    for table, chk in checked.items():
-        entry = C.counts(chk, facts[table], quarantine)
+    for table, table_facts in facts.items():
+        entry = C.counts(table_facts)
         entry["file"] = files[table]
         entry["quarantined_share"] = entry["quarantined"] / entry["rows_in"] if entry["rows_in"] else 0.0
         entry["dropped_columns"] = mapped.dropped.get(table, {})
         if table == "events":
-            entry["other_event_names"] = dict(other)
+            entry["other_event_names"] = C.other_event_names(table_facts)
         report[table] = entry
     if "events" not in report:
         report["events"] = {"rows_in": 0, "rows_out": 0, "quarantined": 0, "by_reason": {}, "other_event_types": 0,
                             "note": "the source has no events table"}
-    report["over_max_quarantine_share"] = [t for t in C.TABLES if t in checked
+    report["over_max_quarantine_share"] = [t for t in C.TABLES if t in facts
                                            and report[t]["quarantined_share"] > max_share]
     return report
 
@@ -219,7 +210,8 @@ def run(
     result = check(mapping, root=root, max_share=max_share)
     out_dir = Path(out_dir)
     summary = result.report
-    write_frame(result.quarantine.sort("table", "row"), out_dir / "quarantine.csv")
+    with atomic_path(out_dir / "quarantine.csv") as tmp, _polars_errors(Path(result.files["leads"])):
+        result.quarantine().sink_csv(tmp)
     for line in reconciliation_lines(summary):
         echo(line)
     if summary["over_max_quarantine_share"]:
@@ -229,15 +221,15 @@ def run(
         raise BadInput(t["file"], f"{t['quarantined']} of {t['rows_in']} {table} rows ({t['quarantined_share']:.1%}) "
                                   f"were quarantined, more than ingest.max_quarantine_share={max_share}; top reasons: "
                                   f"{dict(top)}; see {out_dir / 'quarantine.csv'}")
-    write_frame(C.clean(result.tables["leads"]).collect(), out_dir / "leads.parquet")
-    events_path = out_dir / "events.parquet"
-    if "events" in result.tables:
-        with atomic_path(events_path) as tmp, _polars_errors(Path(result.files["events"])):
-            C.clean(result.tables["events"]).sink_parquet(tmp, statistics=True)
-    else:
-        write_frame(C.empty_events(), events_path)
-    outcomes = C.clean(result.tables["outcomes"]).collect() if "outcomes" in result.tables else C.empty_outcomes()
-    write_frame(outcomes, out_dir / "outcomes.parquet")
+    for table in C.TABLES:
+        path = out_dir / f"{table}.parquet"
+        chk = result.tables.get(table)
+        if chk is None:
+            write_frame(C.empty_events() if table == "events" else C.empty_outcomes(), path)
+            continue
+        rows = C.clean(chk, any_quarantined=summary[table]["quarantined"] > 0)
+        with atomic_path(path) as tmp, _polars_errors(Path(result.files[table])):
+            rows.sink_parquet(tmp, statistics=True)
     _reconcile(summary, out_dir)
     write_json(out_dir / "source.json", result.source)
     summary = {**summary, "mapping": str(source), "out": str(out_dir)}
@@ -280,7 +272,7 @@ def validate(
     paths = {t: p for t, p in (("leads", leads), ("events", events), ("outcomes", outcomes)) if p is not None}
     result = check(mapping, paths=paths, root=root, max_share=_max_share(params))
     report = dict(result.report)
-    report["quarantine_sample"] = result.quarantine.sort("table", "row").head(QUARANTINE_SAMPLE).to_dicts()
+    report["quarantine_sample"] = result.quarantine().head(QUARANTINE_SAMPLE).collect().to_dicts()
     report["mapping"] = str(source) if source else None
     return report
 

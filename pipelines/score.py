@@ -189,11 +189,17 @@ def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | Non
     as_of = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
     ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
         schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
-    feats = build_features(leads.lazy(), ev, source, observation_days=int(bundle.spec["observation_days"]),
+    for note in notes_for_leads(bundle, leads, ev, as_of=as_of, catalog=load_catalog()):
+        yield note_markdown(note)
+
+
+def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
+                    catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """Handoff notes for every given lead (SQL or not), in input order, with features built at as_of."""
+    source = source_of(bundle)
+    feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
                            windows=bundle.spec["windows"], as_of=as_of).collect()
     feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
     firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
-    notes = build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), load_catalog(),
-                        who=leads.select(firmo).to_dicts())
-    for note in notes:
-        yield note_markdown(note)
+    return build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), catalog,
+                       who=leads.select(firmo).to_dicts())

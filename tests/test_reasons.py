@@ -67,3 +67,35 @@ def test_reasons_for_lead_orders_by_points_and_names_the_strongest_against() -> 
     assert [r.group for r in reasons] == ["pricing_interest", "engagement"]
     assert reasons[0].text.startswith("Viewed the pricing page 2 times")
     assert against is not None and against.text == "software company, poor fit"
+
+
+def test_every_group_in_the_catalog_can_always_be_phrased_in_both_directions() -> None:
+    """The last variant of each group and direction needs no condition and no value, so a lead with missing data
+    still gets a sentence, never a column name or a crash."""
+    from pipelines.explain import load_catalog
+
+    catalog = load_catalog()
+    for group, entry in catalog["groups"].items():
+        for direction in ("for", "against"):
+            last = entry[direction][-1]
+            last = last if isinstance(last, dict) else {"text": last}
+            assert "if" not in last and "{" not in last["text"], (group, direction)
+            assert render(group, direction, {}, catalog)
+
+
+def test_the_catalog_phrases_every_feature_of_the_synthetic_spec() -> None:
+    from features.build import feature_columns
+    from features.schema import GROUPS
+    from pipelines.explain import load_catalog
+    import yaml
+    from pathlib import Path
+
+    catalog = load_catalog()
+    source = yaml.safe_load(Path("sources/synthetic.yaml").read_text())["leads"]
+    names = feature_columns({**source, "has_events": True}, [1, 7, 30, 90])
+    assert set(catalog["groups"]) == set(GROUPS)
+    values = {n: 1 for n in names}
+    for group in GROUPS:
+        for direction in ("for", "against"):
+            text = render(group, direction, values, catalog)
+            assert "_" not in text and "{" not in text, (group, direction, text)

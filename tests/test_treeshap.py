@@ -15,7 +15,9 @@ from models.treeshap import TreeShap, explain
 TOL = 1e-6
 
 
-def _train(X: np.ndarray, y: np.ndarray, *, rounds: int = 30, categorical: list[int] | None = None, **params: Any) -> lgb.Booster:
+def _train(
+    X: np.ndarray, y: np.ndarray, *, rounds: int = 30, categorical: list[int] | None = None, **params: Any
+) -> lgb.Booster:
     base = {
         "objective": "binary",
         "num_leaves": 15,
@@ -87,9 +89,16 @@ def _categorical_split_sets(booster: lgb.Booster) -> list[set[int]]:
     return sets
 
 
+def _missing_types(booster: lgb.Booster) -> list[int]:
+    """LightGBM's missing type of every split: 0 None, 1 Zero, 2 NaN (bits 2-3 of decision_type)."""
+    found = re.findall(r"decision_type=([\d ]+)", booster.model_to_string())
+    return [(int(t) >> 2) & 3 for line in found for t in line.split()]
+
+
 def test_numeric_features_with_nans_match_pred_contrib() -> None:
     X, y = _numeric_with_nans()
     booster = _train(X, y)
+    assert 2 in _missing_types(booster)
     assert _max_diff(booster, _odd_numeric_rows(X[:500])) <= TOL
 
 
@@ -97,7 +106,7 @@ def test_numeric_splits_without_missing_values_in_training_match_pred_contrib() 
     """Check that missing type None (NaN read as 0.0) is followed when training saw no NaN."""
     X, y = _numeric_with_nans(seed=3)
     booster = _train(np.nan_to_num(X, nan=0.25), y)
-    assert "decision_type=2 " in booster.model_to_string() or "decision_type=0" in booster.model_to_string()
+    assert set(_missing_types(booster)) == {0}
     assert _max_diff(booster, _odd_numeric_rows(X[:500])) <= TOL
 
 
@@ -120,8 +129,7 @@ def test_zero_as_missing_matches_pred_contrib() -> None:
     rng = np.random.default_rng(5)
     X[rng.random(X.shape) < 0.2] = 0.0
     booster = _train(X, y, zero_as_missing=True)
-    types = [int(t) for line in re.findall(r"decision_type=([\d ]+)", booster.model_to_string()) for t in line.split()]
-    assert any((t >> 2) & 3 == 1 for t in types), "the model must contain missing-type Zero splits"
+    assert 1 in _missing_types(booster), "the model must contain missing-type Zero splits"
     assert _max_diff(booster, _odd_numeric_rows(X[:500])) <= TOL
 
 

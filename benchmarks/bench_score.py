@@ -1,0 +1,297 @@
+"""Benchmark `leadlift score` end to end against what a user would otherwise write: MLflow pyfunc + shap.
+
+    python benchmarks/bench_score.py            # 100k and 1M new leads with their events
+    python benchmarks/bench_score.py --small    # 5k and 20k new leads, bundle from a 4,000-lead pipeline
+    python benchmarks/bench_score.py --sizes 100000 --repo /tmp/some_repo_copy   # reuse a trained copy
+
+The bundle is real: a copy of the repo (tests/conftest.py copy_repo; default params, or the tests' small ones with
+--small) on which `python -m dvc repro evaluate` runs once; <copy>/data/artifacts is the --model, and evaluate has
+registered the same bundle in <copy>/mlflow.db as `leadlift`. The batches come from
+`pipelines.generate.run_new_batch` (leads created in the 14 days before the snapshot, with their events).
+
+Each measurement runs in its own child process (peak RSS from wait4 is its own):
+
+- leadlift: `pipelines.score.score_file` (read and check the batch, point-in-time features, calibrated probability,
+  score, percentile, decision, exact TreeSHAP reasons and the handoff note for every SQL, Parquet output).
+- peer:     `mlflow.pyfunc.load_model("models:/leadlift/<version>")` with MLFLOW_TRACKING_URI on the copy's store;
+  features with `features.build.build_features` + the spec (as pipelines/score.py builds them); pyfunc `predict`
+  on those rows; then `shap.TreeExplainer(booster).shap_values` on the rows it recommends (SQL). If SHAP on all SQLs
+  would take more than 20 minutes, it is timed on a random sample of 20k SQL rows and extrapolated (said so).
+  The peer writes no output and builds no notes: it is the least a user would write to get the same numbers.
+
+Printed: leads/s of each, the ratio leadlift / peer, each phase of the peer, and peak RSS at each size (is it flat?).
+Timings are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: SHAP on all SQLs is run in full only if the estimate is under this; otherwise a sample is extrapolated.
+SHAP_FULL_LIMIT_S = 20 * 60
+SHAP_SAMPLE = 20_000
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# ---------------------------------------------------------------- child tasks
+
+
+def make_batch(folder: Path, leads: int, repo: Path) -> dict[str, Any]:
+    """A batch of new leads with events, from the project's generator with the copy's params."""
+    from features.synthetic import snapshot_at
+    from pipelines.generate import run_new_batch
+    from pipelines.io import load_params
+
+    params = load_params("generate", repo / "params.yaml")
+    base = params["base"]
+    t = time.perf_counter()
+    summary = run_new_batch(folder, leads=leads, seed=int(base["seed"]) + 1,
+                            as_of=snapshot_at(str(params["start"]), int(params["months"])),
+                            observation_days=int(base["observation_days"]), horizon_days=int(base["horizon_days"]))  # fmt: skip
+    return {**summary, "seconds": time.perf_counter() - t}
+
+
+def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
+    """`leadlift score` minus argument parsing: pipelines.score.score_file on the batch."""
+    from rich.console import Console
+
+    from pipelines.score import score_file
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = folder / "scored.parquet"
+    t, c = time.perf_counter(), _cpu()
+    report = score_file(folder / "leads.parquet", out, events=folder / "events.parquet",
+                        as_of=datetime.fromisoformat(manifest["as_of"]), quarantine=folder / "scored.quarantine.csv",
+                        model=repo / "data" / "artifacts", console=Console(stderr=True, quiet=True))  # fmt: skip
+    return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - c, **report}
+
+
+def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
+    """What a user would write: the registered pyfunc on features built as score.py does, then shap on the SQLs."""
+    import mlflow.pyfunc
+    import numpy as np
+    import polars as pl
+    import shap
+
+    from features.build import build_features
+    from features.schema import LEAD_ID
+    from features.spec import feature_names, to_matrix
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    as_of = datetime.fromisoformat(manifest["as_of"])
+    phases: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), _cpu()
+
+    t = time.perf_counter()
+    model = mlflow.pyfunc.load_model(f"models:/leadlift/{version}")
+    bundle = model.unwrap_python_model().bundle
+    spec = bundle.spec
+    phases["load model (pyfunc from the registry)"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    leads = pl.read_parquet(folder / "leads.parquet")
+    events = pl.scan_parquet(folder / "events.parquet")
+    feats = build_features(leads.lazy(), events, spec["source_roles"], observation_days=int(spec["observation_days"]),
+                           windows=spec["windows"], as_of=as_of).collect()  # fmt: skip
+    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    phases["read + build_features"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pred = model.predict(feats.select(feature_names(spec)).to_pandas())
+    phases["pyfunc predict (incl. to_pandas)"] = time.perf_counter() - t
+
+    sql = np.flatnonzero(pred["decision"].to_numpy() == "SQL")
+    t = time.perf_counter()
+    X_sql = to_matrix(feats[sql], spec)
+    explainer = shap.TreeExplainer(bundle.booster)
+    phases["SQL rows to matrix + TreeExplainer()"] = time.perf_counter() - t
+
+    rng = np.random.default_rng(0)
+    n_sample = min(len(sql), SHAP_SAMPLE)
+    sample = np.sort(rng.choice(len(sql), size=n_sample, replace=False)) if n_sample else np.array([], dtype=int)
+    t = time.perf_counter()
+    if n_sample:
+        explainer.shap_values(X_sql[sample])
+    t_sample = time.perf_counter() - t
+    estimate = t_sample * len(sql) / n_sample if n_sample else 0.0
+    extrapolated = estimate > SHAP_FULL_LIMIT_S
+    if extrapolated:
+        shap_seconds = estimate
+    else:
+        rest = np.setdiff1d(np.arange(len(sql)), sample)
+        t = time.perf_counter()
+        if rest.size:
+            explainer.shap_values(X_sql[rest])
+        shap_seconds = t_sample + time.perf_counter() - t
+    phases["shap_values on the SQLs" + (" (EXTRAPOLATED)" if extrapolated else "")] = shap_seconds
+    measured = time.perf_counter() - t0
+    seconds = measured + (estimate - t_sample if extrapolated else 0.0)
+
+    agree: dict[str, Any] = {}
+    scored = folder / "scored.parquet"
+    if scored.exists():
+        ours = pl.read_parquet(scored, columns=[LEAD_ID, "probability", "decision"])
+        theirs = pl.DataFrame({LEAD_ID: feats[LEAD_ID], "p_peer": pred["probability"].to_numpy(),
+                               "d_peer": pred["decision"].to_numpy().astype(str)})  # fmt: skip
+        both = ours.join(theirs, on=LEAD_ID, how="inner")
+        agree = {"compared_rows": both.height,
+                 "max_abs_prob_diff": float((both["probability"] - both["p_peer"]).abs().max() or 0.0),
+                 "decision_mismatches": int((both["decision"] != both["d_peer"]).sum())}  # fmt: skip
+    return {"seconds": seconds, "measured_seconds": measured, "cpu_seconds_measured": _cpu() - c0, "phases": phases,
+            "rows": leads.height, "sql": len(sql), "shap_sample_rows": n_sample, "shap_sample_seconds": t_sample,
+            "shap_extrapolated": extrapolated, **agree}  # fmt: skip
+
+
+# ---------------------------------------------------------------- the parent
+
+
+def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run this script as a child; return its JSON result plus its peak RSS (wait4) and wall time incl. startup."""
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE, text=True,
+                            cwd=cwd, env=env)  # fmt: skip
+    assert proc.stdout is not None
+    text = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"child {args} failed with exit code {code}")
+    result = json.loads(text.strip().splitlines()[-1])
+    result["peak_rss_gb"] = usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
+    result["process_seconds"] = time.perf_counter() - t
+    return result
+
+
+def trained_repo(dest: Path, *, small: bool) -> tuple[Path, float | None]:
+    """A copy of the repo after `dvc repro evaluate` (reused when it already holds a registered bundle)."""
+    from tests.conftest import SMALL, copy_repo, tool_env
+
+    if (dest / "data" / "artifacts" / "registry.json").exists():
+        return dest, None
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    copy_repo(dest, SMALL if small else {})
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "dvc", "repro", "evaluate"], cwd=dest, env=tool_env(),
+                         capture_output=True, text=True)  # fmt: skip
+    if res.returncode != 0:
+        raise SystemExit(f"dvc repro evaluate failed in {dest}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return dest, time.perf_counter() - t
+
+
+def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[str, Any]:
+    folder = data_root / f"leadlift_bench_score_batch_{leads}"
+    if not (folder / "manifest.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        made = measure(["--child", "batch", "--dir", str(folder), "--leads", str(leads), "--repo", str(repo)])
+        note = f"made in {made['seconds']:.1f} s"
+    else:
+        note = "cached"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(f"\n== {manifest['leads']:,} new leads, {manifest['events']:,} events, as of {manifest['as_of']} "
+          f"({note}: {folder}) ==")
+    (folder / "scored.parquet").unlink(missing_ok=True)
+    load = os.getloadavg()[0]
+    ours = measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo)], cwd=repo)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
+    peer = measure(["--child", "peer", "--dir", str(folder), "--repo", str(repo), "--version", str(version)],
+                   cwd=repo, env=env)  # fmt: skip
+    print(f"load average: {load:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
+    n = ours["scored"]
+    print(f"leadlift score (pipelines.score.score_file): {ours['seconds']:8.2f} s wall, CPU {ours['cpu_seconds']:.1f} s, "
+          f"{n / ours['seconds']:,.0f} leads/s, peak RSS {ours['peak_rss_gb']:.2f} GB "
+          f"(child incl. startup {ours['process_seconds']:.1f} s); {ours['sql']:,} SQL with reasons + notes; "
+          f"rows in {ours['rows_in']:,} = scored {ours['scored']:,} + quarantined {ours['quarantined']:,}")
+    flag = " (includes an EXTRAPOLATED shap time)" if peer["shap_extrapolated"] else ""
+    print(f"peer (MLflow pyfunc + shap.TreeExplainer):     {peer['seconds']:8.2f} s wall{flag}, "
+          f"{peer['rows'] / peer['seconds']:,.0f} leads/s, peak RSS {peer['peak_rss_gb']:.2f} GB "
+          f"(child incl. startup {peer['process_seconds']:.1f} s); {peer['sql']:,} SQL")
+    for phase, secs in peer["phases"].items():
+        print(f"    peer {phase:<48} {secs:8.2f} s")
+    if peer["shap_extrapolated"] or peer["shap_sample_rows"] < peer["sql"]:
+        print(f"    shap: timed on a random sample of {peer['shap_sample_rows']:,} of {peer['sql']:,} SQL rows "
+              f"({peer['shap_sample_seconds']:.1f} s, {peer['shap_sample_rows'] / max(peer['shap_sample_seconds'], 1e-9):,.0f} rows/s), "
+              f"extrapolated linearly to all SQLs; peer peak RSS is that of the sample run")
+    elif peer["sql"]:
+        print(f"    shap: all {peer['sql']:,} SQL rows, {peer['sql'] / peer['phases'][next(k for k in peer['phases'] if k.startswith('shap'))]:,.0f} rows/s")
+    if "compared_rows" in peer:
+        print(f"same model, same rows: {peer['compared_rows']:,} compared, max |probability difference| "
+              f"{peer['max_abs_prob_diff']:.2e}, decision mismatches {peer['decision_mismatches']}")
+    ratio = (n / ours["seconds"]) / (peer["rows"] / peer["seconds"])
+    print(f"ratio leadlift leads/s / peer leads/s: {ratio:.2f}x")
+    return {"leads": n, "ours": ours, "peer": peer}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="5k and 20k new leads; bundle from the tests' small params")
+    ap.add_argument("--sizes", type=int, nargs="+", help="new-lead counts (default 100000 1000000)")
+    ap.add_argument("--repo", type=Path, help="a repo copy to (re)use for the bundle (default under --data)")
+    ap.add_argument("--data", type=Path, default=Path("/tmp"), help="where the repo copy and batches are kept")
+    ap.add_argument("--child", choices=["batch", "leadlift", "peer"], help=argparse.SUPPRESS)
+    ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--leads", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--version", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.child:
+        if args.child == "batch":
+            out = make_batch(args.dir, args.leads, args.repo)
+        elif args.child == "leadlift":
+            out = run_leadlift(args.dir, args.repo)
+        else:
+            out = run_peer(args.dir, args.repo, args.version)
+        print(json.dumps(out))
+        return
+
+    import lightgbm
+    import mlflow
+    import shap
+
+    sizes = args.sizes or ([5_000, 20_000] if args.small else [100_000, 1_000_000])
+    data_root = args.data / ("small" if args.small else "full")
+    repo_dir = args.repo or data_root / "leadlift_bench_score_repo"
+    repo, repro_seconds = trained_repo(repo_dir.resolve(), small=args.small)
+    registry = json.loads((repo / "data" / "artifacts" / "registry.json").read_text())
+    train = json.loads((repo / "reports" / "train.json").read_text())
+    threshold = json.loads((repo / "data" / "artifacts" / "threshold.json").read_text())
+    print(f"bench_score: lightgbm {lightgbm.__version__}, mlflow {mlflow.__version__}, shap {shap.__version__}, "
+          f"{os.cpu_count()} cores")
+    print(f"bundle: {repo}/data/artifacts ("
+          + (f"dvc repro evaluate took {repro_seconds:.0f} s" if repro_seconds is not None else "reused")
+          + f"); {train['best_iteration']} trees, {train['train_rows']:,} train rows; threshold score "
+          f"{threshold.get('threshold_score')}; registered as models:/leadlift/{registry['version']}")
+    results = [bench_size(n, repo, int(registry["version"]), data_root) for n in sizes]
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        scale = b["leads"] / a["leads"]
+        print(f"\nmemory {a['leads']:,} -> {b['leads']:,} leads ({scale:.0f}x): leadlift peak RSS "
+              f"{a['ours']['peak_rss_gb']:.2f} -> {b['ours']['peak_rss_gb']:.2f} GB "
+              f"({b['ours']['peak_rss_gb'] / a['ours']['peak_rss_gb']:.2f}x); peer "
+              f"{a['peer']['peak_rss_gb']:.2f} -> {b['peer']['peak_rss_gb']:.2f} GB "
+              f"({b['peer']['peak_rss_gb'] / a['peer']['peak_rss_gb']:.2f}x)")
+        print(f"time {a['leads']:,} -> {b['leads']:,} leads: leadlift "
+              f"{b['ours']['seconds'] / a['ours']['seconds']:.1f}x, peer {b['peer']['seconds'] / a['peer']['seconds']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Reason codes on a trained bundle: additivity, fidelity to the generator's true drivers, and behaviour."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from features.spec import to_matrix
+from models.treeshap import TreeShap
+from pipelines.bundle import load_bundle
+from pipelines.explain import load_catalog
+from pipelines.score import notes_for_leads
+
+AS_OF = datetime(2026, 3, 20, 12, tzinfo=UTC)
+
+
+def lead() -> pl.DataFrame:
+    return pl.DataFrame({
+        "lead_id": ["x"], "created_at": [AS_OF - timedelta(days=10)], "industry": ["software"],
+        "employee_band": ["51-200"], "region": ["North America"], "job_title": ["VP of Engineering"],
+        "lead_source": ["organic search"], "email_domain_kind": ["corporate"], "buying_timeline": ["3-6 months"],
+    })
+
+
+def events(*kinds_days: tuple[str, float]) -> pl.LazyFrame:
+    return pl.DataFrame({
+        "lead_id": ["x"] * len(kinds_days),
+        "occurred_at": [AS_OF - timedelta(days=d) for _, d in kinds_days],
+        "event_type": [k for k, _ in kinds_days],
+    }, schema={"lead_id": pl.String, "occurred_at": pl.Datetime("us", "UTC"), "event_type": pl.String}).lazy()
+
+
+ACTIVE = (("page_pricing", 1.0), ("page_pricing", 2.0), ("page_pricing", 3.5), ("page_product", 4.0),
+          ("email_open", 5.0), ("email_click", 5.0))
+
+
+def note_for(repo: Path, *kinds_days: tuple[str, float]) -> dict:  # type: ignore[type-arg]
+    bundle = load_bundle(repo / "data" / "artifacts")
+    return notes_for_leads(bundle, lead(), events(*kinds_days), as_of=AS_OF, catalog=load_catalog())[0]
+
+
+def test_contributions_plus_expected_value_equal_the_raw_score(pipeline_repo: Path) -> None:
+    bundle = load_bundle(pipeline_repo / "data" / "artifacts")
+    test = pl.read_parquet(pipeline_repo / "data" / "features" / "features.parquet").filter(pl.col("split") == "test")
+    X = to_matrix(test, bundle.spec)
+    explainer = TreeShap.from_booster(bundle.booster)
+    contrib = explainer.contributions(X)
+    np.testing.assert_allclose(contrib[:, :-1].sum(axis=1) + explainer.expected_value, bundle.margin(X), atol=1e-9)
+    np.testing.assert_allclose(contrib, bundle.booster.predict(X, pred_contrib=True), atol=1e-6)
+
+
+def test_top_reason_names_a_true_driver_for_most_recommended_leads(pipeline_repo: Path) -> None:
+    metrics = json.loads((pipeline_repo / "reports" / "metrics.json").read_text())
+    assert metrics["explain"]["notes"] > 50
+    assert metrics["explain"]["top_reason_in_true_top3"] >= 0.8
+
+
+def test_adding_a_recent_demo_request_raises_the_score_and_names_it(pipeline_repo: Path) -> None:
+    before = note_for(pipeline_repo, *ACTIVE)
+    after = note_for(pipeline_repo, *ACTIVE, ("demo_request", 1.0))
+    assert after["probability"] > before["probability"]
+    demo = [r for r in after["reasons"] if r["group"] == "demo_trial"]
+    assert demo and demo[0]["points"] > 0 and "demo" in demo[0]["text"].lower()
+
+
+def test_removing_pricing_visits_removes_the_pricing_reason(pipeline_repo: Path) -> None:
+    with_pricing = note_for(pipeline_repo, *ACTIVE)
+    assert any(r["group"] == "pricing_interest" and r["points"] > 0 for r in with_pricing["reasons"])
+    without = note_for(pipeline_repo, *[e for e in ACTIVE if e[0] != "page_pricing"])
+    assert not any(r["group"] == "pricing_interest" and r["points"] > 0 for r in without["reasons"])
+    assert without["probability"] < with_pricing["probability"]
+
+
+def test_handoff_notes_read_as_plain_language(pipeline_repo: Path) -> None:
+    spec = json.loads((pipeline_repo / "data" / "artifacts" / "feature_spec.json").read_text())
+    names = {f["name"] for f in spec["features"]} | {"lead_id", "created_at"}
+    notes = [json.loads(line) for line in (pipeline_repo / "data" / "handoff" / "notes.jsonl").read_text().splitlines()]
+    assert notes
+    for note in notes[:200]:
+        assert len(note["reasons"]) >= 3
+        texts = [r["text"] for r in note["reasons"]] + [note["who"], note["urgency"]["text"], note["what_happened"]]
+        texts += [note["against"]["text"]] if note["against"] else []
+        for text in texts:
+            assert text and "{" not in text and not any(n in text.split() for n in names if "_" in n), text
+        assert "@" not in json.dumps(note)  # no email addresses: they are PII and not allowed in notes
