@@ -7,7 +7,8 @@
 Data comes from the project's own generator (features.synthetic.generate_chunks) when it is importable, streamed to
 Parquet chunk by chunk; `--generator random` writes simple random canonical tables of exactly the requested size.
 
-Each measurement runs in its own child process, so its peak RSS (from wait4) is its own. The peer, measured in the
+Each measurement runs in its own child process, so its peak RSS and CPU time (from wait4) are its own; CPU time
+is printed beside wall time because wall time on a shared machine swings with the load. The peer, measured in the
 same benchmark run on the same files: the *copy floor*, which scans the three tables and writes them straight back
 to Parquet with no checks. Any ingest that rewrites the tables costs at least that; the ratio says what the
 mapping and the contract add on top.
@@ -148,6 +149,7 @@ def measure(task: str, folder: Path) -> dict[str, Any]:
         raise SystemExit(f"{task} failed with exit code {os.waitstatus_to_exitcode(status)}")
     result = json.loads(text.strip().splitlines()[-1])
     result["process_seconds"] = wall
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # all threads; steadier than wall on a shared machine
     result["peak_rss_gb"] = usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is in KiB on Linux
     return result
 
@@ -190,10 +192,12 @@ def main() -> None:
     rows = sum(n.values())
     tasks = (("copy floor (scan + write back, no checks)", floor), ("ingest (mapping + contract + outputs)", ingest))
     for label, r in tasks:
-        print(f"{label:42s} {r['seconds']:7.2f} s  peak RSS {r['peak_rss_gb']:.2f} GB  "
-              f"(child process incl. imports {r['process_seconds']:.2f} s)")
+        print(f"{label:42s} {r['seconds']:7.2f} s wall  {r['cpu_seconds']:7.2f} s CPU  "
+              f"peak RSS {r['peak_rss_gb']:.2f} GB  (child process incl. imports {r['process_seconds']:.2f} s)")
     print(f"rows/s: {rows / ingest['seconds']:,.0f} (all tables), events/s: {n['events'] / ingest['seconds']:,.0f}   "
-          f"ratio to floor: {ingest['seconds'] / floor['seconds']:.2f}x   quarantined: {ingest['quarantined']}")
+          f"ratio to floor: {ingest['seconds'] / floor['seconds']:.2f}x wall, "
+          f"{ingest['cpu_seconds'] / floor['cpu_seconds']:.2f}x CPU   quarantined: {ingest['quarantined']}")
+    print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

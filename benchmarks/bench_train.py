@@ -12,7 +12,11 @@ peak RSS from wait4 is that step's own, data load included):
 - load:  read features.parquet and build the train/valid matrices (`pipelines.train.split_xy`): the memory floor;
 - gbm:   the same load, then `models.train.train_gbm` (early stopping on valid), timed alone;
 - lr:    the same load, then `models.baseline.fit_baseline`, timed alone;
-- stage: `pipelines.train.run` end to end (read, both fits, valid AUCs), as the `train` stage runs it minus MLflow.
+- stage: `pipelines.train.run` end to end (read, both fits, valid AUCs), as the `train` stage runs it minus MLflow
+  (only up to --stage-max-leads, default 100k: above that it is the sum of gbm and lr and doubles the run time);
+- gbm with OMP_WAIT_POLICY=PASSIVE (diagnostic): the same call with LightGBM's OpenMP threads sleeping instead of
+  spinning while they wait. On a machine with more runnable threads than cores, spinning threads steal the cores
+  the working threads need; this line shows how much of the gbm time that costs here.
 
 The named peer is the LR baseline, measured in the same run on the same matrices: the ratio GBM time / LR time,
 and each model's seconds per 100k training rows. Timings are printed, never asserted.
@@ -36,7 +40,8 @@ if str(ROOT) not in sys.path:
 
 PARAMS = ROOT / "params.yaml"
 SOURCE = ROOT / "sources" / "synthetic.yaml"
-TASKS = ("load", "gbm", "lr", "stage")
+TASKS = ("load", "gbm", "lr", "stage", "gbm_passive")
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 # ---------------------------------------------------------------- child tasks (run in their own process)
@@ -120,7 +125,7 @@ def run_task(task: str, folder: Path) -> dict[str, Any]:
                            "features": X_tr.shape[1]}  # fmt: skip
     if task == "load":
         out["seconds"], out["cpu_seconds"] = out["load_seconds"], _cpu() - c
-    elif task == "gbm":
+    elif task in ("gbm", "gbm_passive"):
         t, c = time.perf_counter(), _cpu()
         booster = train_gbm(X_tr, y_tr, X_va, y_va, feature_names=feature_names(spec), categorical=cats, params=params,
                             seed=seed)  # fmt: skip
@@ -139,10 +144,11 @@ def run_task(task: str, folder: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- the parent
 
 
-def measure(args: list[str]) -> dict[str, Any]:
+def measure(args: list[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run this script as a child; return its JSON result plus its peak RSS (wait4) and wall time incl. startup."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
     assert proc.stdout is not None
     text = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -155,7 +161,7 @@ def measure(args: list[str]) -> dict[str, Any]:
     return result
 
 
-def bench_size(leads: int, data_root: Path) -> dict[str, Any]:
+def bench_size(leads: int, data_root: Path, *, stage_max_leads: int) -> dict[str, Any]:
     folder = data_root / f"leadlift_bench_train_{leads}"
     if (folder / "prepared.json").exists() and (folder / "features.parquet").exists():
         info = json.loads((folder / "prepared.json").read_text())
@@ -170,7 +176,9 @@ def bench_size(leads: int, data_root: Path) -> dict[str, Any]:
           + f"; prep: generate {p['generate']:.1f} s, ingest {p['ingest']:.1f} s, featurize {p['featurize']:.1f} s"
           + (f", peak RSS {info['peak_rss_gb']:.2f} GB" if "peak_rss_gb" in info else ""))
     load = os.getloadavg()[0]
-    res = {task: measure(["--child", task, "--dir", str(folder)]) for task in TASKS}
+    tasks = [t for t in TASKS if t != "stage" or leads <= stage_max_leads]
+    res = {task: measure(["--child", task, "--dir", str(folder)], env=PASSIVE if task == "gbm_passive" else None)
+           for task in tasks}
     print(f"load average: {load:.1f} before the timed steps, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores; "
           "other work on the machine slows wall times, CPU seconds less so)")
     n = res["gbm"]["train_rows"]
@@ -180,9 +188,14 @@ def bench_size(leads: int, data_root: Path) -> dict[str, Any]:
         ("gbm   (models.train.train_gbm)", res["gbm"],
          f"{res['gbm']['trees']} trees, valid AUC {res['gbm']['valid_auc']:.4f}"),
         ("lr    (models.baseline.fit_baseline)", res["lr"], f"valid AUC {res['lr']['valid_auc']:.4f}"),
-        ("stage (pipelines.train.run, no MLflow)", res["stage"],
-         f"valid AUC GBM {res['stage']['valid_auc']:.4f}, LR {res['stage']['valid_baseline_lr_auc']:.4f}"),
+        *((("stage (pipelines.train.run, no MLflow)", res["stage"],
+            f"valid AUC GBM {res['stage']['valid_auc']:.4f}, LR {res['stage']['valid_baseline_lr_auc']:.4f}"),)
+          if "stage" in res else ()),
+        ("gbm with OMP_WAIT_POLICY=PASSIVE", res["gbm_passive"],
+         f"{res['gbm_passive']['trees']} trees, valid AUC {res['gbm_passive']['valid_auc']:.4f}"),
     )
+    if "stage" not in res:
+        print(f"stage (pipelines.train.run) not run above --stage-max-leads={stage_max_leads:,}: it is gbm + lr + AUCs")
     for label, r, extra in lines:
         print(f"{label:<40} wall {r['seconds']:8.2f} s  CPU {r['cpu_seconds']:8.2f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
               f"(child incl. startup {r['process_seconds']:.1f} s)  {extra}")
@@ -194,6 +207,8 @@ def bench_size(leads: int, data_root: Path) -> dict[str, Any]:
           f"GBM peak RSS over the load floor: "
           f"+{res['gbm']['peak_rss_gb'] - res['load']['peak_rss_gb']:.2f} GB, LR: "
           f"+{res['lr']['peak_rss_gb'] - res['load']['peak_rss_gb']:.2f} GB")
+    print(f"diagnostic: gbm with spinning OpenMP waits / with passive waits: wall "
+          f"{gbm / res['gbm_passive']['seconds']:.2f}x, CPU {res['gbm']['cpu_seconds'] / res['gbm_passive']['cpu_seconds']:.2f}x")
     return {"leads": leads, **res}
 
 
@@ -202,6 +217,8 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="10k and 50k leads")
     ap.add_argument("--sizes", type=int, nargs="+", help="lead counts (default 100000 1000000)")
     ap.add_argument("--data", type=Path, default=Path("/tmp"), help="where prepared features are cached")
+    ap.add_argument("--stage-max-leads", type=int, default=100_000,
+                    help="run pipelines.train.run end to end only up to this many leads")
     ap.add_argument("--child", choices=["prepare", *TASKS], help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--leads", type=int, help=argparse.SUPPRESS)
@@ -218,14 +235,14 @@ def main() -> None:
     sizes = args.sizes or ([10_000, 50_000] if args.small else [100_000, 1_000_000])
     print(f"bench_train: lightgbm {lightgbm.__version__}, scikit-learn {sklearn.__version__}, {os.cpu_count()} cores; "
           f"params from {PARAMS}")
-    results = [bench_size(n, args.data) for n in sizes]
+    results = [bench_size(n, args.data, stage_max_leads=args.stage_max_leads) for n in sizes]
     if len(results) > 1:
         a, b = results[0], results[-1]
         print(f"\nscaling {a['leads']:,} -> {b['leads']:,} leads "
               f"({b['gbm']['train_rows'] / a['gbm']['train_rows']:.1f}x train rows): "
               f"GBM time {b['gbm']['seconds'] / a['gbm']['seconds']:.1f}x, LR time {b['lr']['seconds'] / a['lr']['seconds']:.1f}x, "
-              f"GBM peak RSS {b['gbm']['peak_rss_gb'] / a['gbm']['peak_rss_gb']:.1f}x, "
-              f"stage time {b['stage']['seconds'] / a['stage']['seconds']:.1f}x")
+              f"GBM (passive waits) time {b['gbm_passive']['seconds'] / a['gbm_passive']['seconds']:.1f}x, "
+              f"GBM peak RSS {b['gbm']['peak_rss_gb'] / a['gbm']['peak_rss_gb']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ REASON_COLUMN = "_reason_column"
 #: Whether a lead id belongs to a clean lead (events and outcomes of quarantined leads are quarantined too).
 LEAD_OK = "_lead_ok"
 _RAW = "_raw:"
-_OTHER_NAMES_CAP = 1000
 
 TABLES: tuple[str, ...] = ("leads", "events", "outcomes")
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
@@ -442,8 +441,8 @@ def summary(checked: Checked) -> pl.LazyFrame:
 
 def summary_exprs(checked: Checked) -> list[pl.Expr]:
     """File-wide facts in one streaming pass: rows in, quarantined rows by reason, per parsed column how many values
-    exist and parse (and the first that does not), the newest clean timestamp, and for events how many were kept
-    as "other" and under which raw names. The quarantined rows themselves need a pass only when there are some."""
+    exist and parse (and the first that does not), and the newest clean timestamp. The quarantined rows themselves
+    need another pass only when there are some (`quarantine`)."""
     ok = pl.col(REASON).is_null()
     schema = checked.annotated.collect_schema()
     aggs: list[pl.Expr] = [
@@ -470,19 +469,23 @@ def summary_exprs(checked: Checked) -> list[pl.Expr]:
         ]
     if checked.timestamp is not None:
         aggs.append(pl.col(checked.timestamp).filter(ok).max().alias("max_timestamp"))
-    if checked.table == "events":
-        other = ok & (pl.col(EVENT_TYPE) == OTHER_EVENT)
-        aggs.append(other.sum().alias("other_event_types"))
-        # The raw names behind "other" (a vocabulary map may be missing); capped, in case every value is unique.
-        names = pl.col(_RAW + EVENT_TYPE).filter(other).value_counts(sort=True, name="n").head(_OTHER_NAMES_CAP)
-        aggs.append(names.implode().alias("other_event_names"))
     return aggs
 
 
-def other_event_names(facts: Mapping[str, Any], *, top: int = 10) -> dict[str, int]:
-    """The most frequent raw event types kept as "other", from `summary` of the events: name -> count."""
-    rows = [(r[_RAW + EVENT_TYPE], int(r["n"])) for r in facts.get("other_event_names") or []]
-    return dict(sorted(rows, key=lambda kv: (-kv[1], str(kv[0])))[:top])
+def other_event_types(checked: Checked) -> pl.LazyFrame:
+    """Raw event types outside the vocabulary (kept as "other") and how many rows carry each, over every row of the
+    export. Reads only the event type column: the lead lookup is pruned away, so this pass is cheap."""
+    return (
+        checked.annotated.filter(pl.col(EVENT_TYPE) == OTHER_EVENT)
+        .group_by(pl.col(_RAW + EVENT_TYPE).alias(EVENT_TYPE))
+        .agg(pl.len().alias("n"))
+    )
+
+
+def other_summary(names: pl.DataFrame, *, top: int = 10) -> tuple[int, dict[str, int]]:
+    """(rows kept as "other", the `top` most frequent raw names) from `other_event_types`."""
+    ranked = names.sort(["n", EVENT_TYPE], descending=[True, False])
+    return int(names["n"].sum()), {str(k): int(v) for k, v in ranked.head(top).iter_rows()}
 
 
 def raise_on_file_problems(checked: Checked, facts: Mapping[str, Any]) -> None:
@@ -508,8 +511,8 @@ def raise_on_file_problems(checked: Checked, facts: Mapping[str, Any]) -> None:
 
 
 def counts(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """rows_in, rows_out, quarantined and by reason for one table (from `summary`); rows_in = rows_out +
-    quarantined by construction: every row has exactly one reason or none."""
+    """rows_in, rows_out, quarantined and by reason for one table (from `summary`, plus "other_event_types" when
+    the caller adds it); rows_in = rows_out + quarantined by construction: every row has one reason or none."""
     by_reason = {str(r[REASON]): int(r["n"]) for r in facts.get("by_reason") or []}
     quarantined = sum(by_reason.values())
     out: dict[str, Any] = {
@@ -573,6 +576,8 @@ def validate(
         tables.append(annotate_outcomes(outcomes, leads=status, time_format=fmts.get(CONVERTED_AT), limit=limit,
                                         origins=origins.get("outcomes"), file=files.get("outcomes")))
     facts = {t.table: summary(t).collect().row(0, named=True) for t in tables}
+    if events is not None:
+        facts["events"]["other_event_types"] = other_summary(other_event_types(tables[1]).collect())[0]
     for t in tables:
         raise_on_file_problems(t, facts[t.table])
     bad = pl.concat([quarantine(t).collect() for t in tables]) if tables else empty_quarantine()

@@ -33,7 +33,7 @@ from features.build import (
     firmographic_columns,
     recency_name,
 )
-from features.schema import EVENT_GROUP, GROUPS, HIGH_INTENT_EVENTS, LEAD_ID, LEGACY_SCORE
+from features.schema import EVENT_GROUP, GROUPS, LEAD_ID, LEGACY_SCORE
 
 OTHER = "other"
 NUMERIC = "numeric"
@@ -222,9 +222,8 @@ def _describe_events(windows: Sequence[int]) -> list[dict[str, Any]]:
                         "description": f"{what} in the {span} before the decision time"})
     for kind in EVENT_KINDS:
         one = KIND_TEXT[kind][2]
-        # Recency of a high-intent action is "recent intent"; recency of anything else stays with its kind's group.
-        group = "recency" if kind in HIGH_INTENT_EVENTS else EVENT_GROUP[kind]
-        out.append({"name": recency_name(kind), "kind": NUMERIC, "group": group, "unit": "days",
+        # "A demo request 2 days ago" is a demo/trial reason; the "recency" group is the high-intent recency and pace.
+        out.append({"name": recency_name(kind), "kind": NUMERIC, "group": EVENT_GROUP[kind], "unit": "days",
                     "description": f"Days since the last {one} before the decision time (empty if none)"})
     prior = VELOCITY_BASE_DAYS - VELOCITY_RECENT_DAYS
     out += [

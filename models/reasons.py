@@ -20,6 +20,14 @@ from features.schema import EVENT_TYPES, GROUPS
 _CONDITION = re.compile(r"^\s*(\w+)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
 _PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^}|]+)(?:\|([^}]+))?)?\}")
 
+#: How a rep would name each high-intent action, for "the latest buying signal".
+HIGH_INTENT_PHRASE = {
+    "page_pricing": "a pricing-page visit",
+    "demo_request": "a demo request",
+    "trial_start": "a trial start",
+    "email_reply": "an email reply",
+}
+
 SENIORITY_LABEL = {
     "executive": "Executive",
     "vp": "VP",
@@ -77,6 +85,10 @@ def derived_values(values: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if "seniority" in values:
         out["seniority_label"] = SENIORITY_LABEL.get(str(values["seniority"]), "Unknown-seniority")
+    latest = [(float(values[f"days_since_{k}"]), k) for k in HIGH_INTENT_PHRASE
+              if not _is_missing(values.get(f"days_since_{k}"))]
+    if latest:
+        out["last_high_intent_action"] = HIGH_INTENT_PHRASE[min(latest)[1]]
     for window in (7, 30, 90):
         parts = [f"{k}_{window}d" for k in ("page_product", "page_docs", "page_blog", "content_download")]
         if all(p in values for p in parts):
@@ -205,8 +217,11 @@ def reasons_for_lead(
     catalog: Mapping[str, Any],
     *,
     top: int = 3,
+    extra_points: float = 5.0,
+    most: int = 5,
 ) -> tuple[list[Reason], Reason | None]:
-    """Top reasons for (at least `top`, by points) and the strongest reason against (None when nothing pulls down)."""
+    """Reasons for, by points: always the `top` strongest, then any further group adding at least `extra_points`,
+    up to `most`; and the strongest reason against (None when nothing pulls the score down)."""
     feats = spec["features"]
     templates = spec_templates(spec)
     group_logodds = np.zeros(len(groups))
@@ -225,6 +240,7 @@ def reasons_for_lead(
 
     order = np.argsort(-points_row, kind="stable")
     chosen = [int(i) for i in order[:top]]
+    chosen += [int(i) for i in order[top:most] if points_row[i] >= extra_points]
     reasons = [make(i, "for" if points_row[i] > 0 else "against") for i in chosen]
     worst = int(np.argmin(points_row))
     against = make(worst, "against") if points_row[worst] < 0 and worst not in chosen else None

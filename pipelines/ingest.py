@@ -7,13 +7,17 @@ roles), quarantine.csv (table, row, lead_id, column, reason) and the report, and
 quarantined" per table. A file-level problem raises BadInput (exit 2) naming the file, column and row; so does a
 quarantined share above `ingest.max_quarantine_share` (the quarantine file is written first, to read why).
 
-The events table streams: annotated lazily, one pass collects the facts and the quarantined rows, a second pass
-sinks the clean rows to Parquet. Bad rows are found with vectorised expressions, never a Python loop over rows.
+Only the leads are held in memory. Events and outcomes stream: one pass collects the facts (rows by reason, parse
+failures, the newest timestamp), a second sinks the clean rows to Parquet (a plain typed copy, with no filter and
+no lead lookup, when nothing was quarantined), and the quarantined rows are streamed to CSV only if there are any.
+Bad rows are found with vectorised expressions, never a Python loop over rows. Events in the export's usual
+time order (not grouped by lead) make the lead lookup cache-unfriendly: see benchmarks/bench_ingest.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -80,9 +84,7 @@ def _check_structure(frame: pl.LazyFrame, path: Path, spec: ReadSpec) -> None:
 
 
 def _first_ragged_row(path: Path, spec: ReadSpec) -> int | None:
-    """The first data row (1-based) whose field count differs from the header's, for the error message."""
-    import csv
-
+    """The first data row (1-based) with more fields than the header, for the error message."""
     encoding = "utf-8" if spec.encoding in ("utf8", "utf8-lossy") else spec.encoding
     with path.open(newline="", encoding=encoding, errors="replace") as fh:
         reader = csv.reader(fh, delimiter=spec.separator, quotechar=spec.quote or '"')
@@ -97,7 +99,7 @@ def _first_ragged_row(path: Path, spec: ReadSpec) -> int | None:
 
 
 @dataclass
-class Checked:
+class Ingested:
     """Everything the contract found, before anything is written. The events stay lazy: their clean and
     quarantined rows are streamed to disk by `run`, never held in memory."""
 
@@ -123,7 +125,7 @@ def check(
     root: Path | None = None,
     max_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
     now: datetime | None = None,
-) -> Checked:
+) -> Ingested:
     """Read, map and check every table; raise BadInput on a file-level problem. `paths` override the mapping's.
 
     The leads are collected (one row per lead); events and outcomes get one streaming pass for their facts here.
@@ -162,11 +164,14 @@ def check(
                            origins=mapped.origins[table], file=files[table])
             facts[table] = C.summary(chk).collect().row(0, named=True)
             C.raise_on_file_problems(chk, facts[table])
+            if table == "events":
+                n_other, names = C.other_summary(C.other_event_types(chk).collect())
+                facts[table].update(other_event_types=n_other, other_event_names=names)
         checked[table] = chk
     newest = [f["max_timestamp"] for f in facts.values() if f.get("max_timestamp") is not None]
     source = finalize(mapped.source, newest=max(newest) if newest else None)
     report = _report(mapping, mapped, files, facts, max_share, source)
-    return Checked(mapping, mapped, files, checked, facts, source, report)
+    return Ingested(mapping, mapped, files, checked, facts, source, report)
 
 
 def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str],
@@ -182,7 +187,7 @@ def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str]
         entry["quarantined_share"] = entry["quarantined"] / entry["rows_in"] if entry["rows_in"] else 0.0
         entry["dropped_columns"] = mapped.dropped.get(table, {})
         if table == "events":
-            entry["other_event_names"] = C.other_event_names(table_facts)
+            entry["other_event_names"] = table_facts["other_event_names"]
         report[table] = entry
     if "events" not in report:
         report["events"] = {"rows_in": 0, "rows_out": 0, "quarantined": 0, "by_reason": {}, "other_event_types": 0,
@@ -286,7 +291,7 @@ def reconciliation_lines(report: Mapping[str, Any]) -> list[str]:
             continue
         line = f"{table}: {t['rows_in']} in = {t['rows_out']} out + {t['quarantined']} quarantined"
         if t.get("other_event_types"):
-            line += f" ({t['other_event_types']} kept as event type 'other')"
+            line += f" ({t['other_event_types']} with an event type outside the vocabulary, kept as 'other')"
         lines.append(line)
     return lines
 

@@ -61,6 +61,13 @@ def test_clean_tables_pass_unchanged_and_reconcile() -> None:
     assert_reconciles(result)
 
 
+def test_clean_fast_path_without_quarantine_gives_the_same_rows() -> None:
+    frame = leads(legacy_score=["7", "8", "9"])
+    checked = C.annotate_leads(frame, legacy_score=True, limit=NOW)
+    fast = C.clean(checked, any_quarantined=False).collect()
+    assert fast.equals(C.clean(checked).collect()) and fast.schema["legacy_score"] == pl.Int64
+
+
 def test_duplicate_lead_id_quarantines_every_copy() -> None:
     result = C.validate(pl.DataFrame({"lead_id": ["a", "b", "a", "c"], "created_at": ["2025-01-01"] * 4}), now=NOW)
     assert reasons(result, "leads") == {1: C.DUPLICATE_LEAD_ID, 3: C.DUPLICATE_LEAD_ID}

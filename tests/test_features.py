@@ -242,6 +242,8 @@ def test_spec_covers_every_feature_column_with_group_description_and_unit(feats:
     assert by_name["page_pricing_7d"]["group"] == "pricing_interest"
     assert by_name[SENIORITY]["group"] == "seniority" and by_name[SENIORITY]["source_column"] == "job_title"
     assert by_name[HIGH_INTENT_RECENCY]["group"] == by_name[VELOCITY]["group"] == "recency"
+    assert by_name[recency_name("demo_request")]["group"] == "demo_trial"
+    assert by_name[recency_name("page_careers")]["group"] == "job_seeker"
     assert by_name[BREADTH]["group"] == "engagement" and by_name[CAREERS_ONLY]["group"] == "job_seeker"
     assert by_name[IS_STUDENT_DOMAIN]["group"] == "email_domain"
     assert spec["windows"] == WINDOWS and spec["event_types"][-1] == "other" and spec["has_events"]
