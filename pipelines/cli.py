@@ -73,7 +73,10 @@ def validate(
     from pipelines.ingest import print_report
     from pipelines.ingest import validate as run_validate
 
-    print_report(run_validate(leads, events, outcomes, source))
+    report = run_validate(leads, events, outcomes, source)
+    print_report(report)
+    if report.get("over_max_quarantine_share"):
+        raise typer.Exit(2)
 
 
 @app.command()

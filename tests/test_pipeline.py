@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT, run, tool_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -71,3 +76,71 @@ def test_no_pii_reaches_mlflow_params_tags_or_artifacts(pipeline_repo: Path) -> 
     emails = [s for s in secrets if "@" in s]
     assert emails and not [s for s in emails if s in blob]
     assert not [s for s in secrets if "@" not in s and len(s) > 6 and f'"{s}"' in blob]
+
+
+def copy_of(repo: Path, dest: Path) -> Path:
+    """A full copy of a reproduced repo (data, lock, MLflow store), for tests that change it."""
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
+
+
+def test_forced_retraining_gives_an_identical_model_and_metrics(pipeline_repo: Path, tmp_path: Path) -> None:
+    repo = copy_of(pipeline_repo, tmp_path / "repo")
+    model = repo / "data" / "artifacts" / "model.txt"
+    first = (model.read_bytes(), (repo / "reports" / "train.json").read_bytes())
+    for _ in range(2):
+        run([sys.executable, "-m", "dvc", "repro", "-f", "-s", "train"], repo)
+        assert (model.read_bytes(), (repo / "reports" / "train.json").read_bytes()) == first
+
+
+def test_a_threshold_experiment_reruns_only_calibrate_and_what_follows(pipeline_repo: Path, tmp_path: Path) -> None:
+    repo = copy_of(pipeline_repo, tmp_path / "repo")
+    out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "calibrate.policy=capacity", "-S", "calibrate.reps=2"],
+              repo, timeout=900).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"calibrate", "explain", "evaluate", "score"}, out
+    shown = run([sys.executable, "-m", "dvc", "exp", "show", "--json"], repo).stdout
+    assert "capacity" in shown and "handoffs_per_week" in shown
+    c = client(repo)
+    train_run = json.loads((repo / "data" / "artifacts" / "train_run.json").read_text())["run_id"]
+    calib_runs = c.search_runs([c.get_experiment_by_name("leadlift").experiment_id],
+                               filter_string=f"tags.`leadlift.training_run_id` = '{train_run}'")
+    assert {r.data.params["calibrate.policy"] for r in calib_runs} >= {"expected_value", "capacity"}
+
+
+@pytest.mark.server
+def test_a_real_mlflow_server_receives_the_run_the_version_and_the_alias(pipeline_repo: Path, tmp_path: Path) -> None:
+    repo = copy_of(pipeline_repo, tmp_path / "repo")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art")],
+        cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError("mlflow server did not start") from None
+                time.sleep(1)
+        env = {**tool_env(), "MLFLOW_TRACKING_URI": uri}
+        for stage in ("train", "calibrate", "evaluate"):
+            subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "-s", stage], cwd=repo, env=env, check=True,
+                           capture_output=True, text=True, timeout=600)
+        from mlflow import MlflowClient
+
+        c = MlflowClient(tracking_uri=uri)
+        train_run = json.loads((repo / "data" / "artifacts" / "train_run.json").read_text())["run_id"]
+        assert c.get_run(train_run).data.metrics["test_auc"] > 0.5
+        version = c.get_model_version_by_alias("leadlift", "champion")
+        assert version.tags["training_run_id"] == train_run
+        assert {f.path for f in c.list_artifacts(train_run, "plots")} >= {"plots/roc.png"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
