@@ -86,10 +86,14 @@ def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
 
 def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
     """What a user would write: the registered pyfunc on features built as score.py does, then shap on the SQLs."""
+    import warnings
+
     import mlflow.pyfunc
     import numpy as np
     import polars as pl
     import shap
+
+    warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
 
     from features.build import build_features
     from features.schema import LEAD_ID
@@ -263,9 +267,13 @@ def main() -> None:
         print(json.dumps(out))
         return
 
+    import warnings
+
     import lightgbm
     import mlflow
     import shap
+
+    warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
 
     sizes = args.sizes or ([5_000, 20_000] if args.small else [100_000, 1_000_000])
     data_root = args.data / ("small" if args.small else "full")

@@ -83,9 +83,9 @@ def main() -> None:
     ap.add_argument("--per-stage", action="store_true", help="time every stage alone even when the aim is met")
     args = ap.parse_args()
 
-    from tests.conftest import copy_repo
-
     import yaml
+
+    from tests.conftest import copy_repo
 
     overrides: dict[str, dict[str, object]] = {"generate": {"leads": 4000}} if args.small else {}
     base = args.dir or Path(tempfile.mkdtemp(prefix="leadlift_bench_threshold_"))

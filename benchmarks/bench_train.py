@@ -49,12 +49,12 @@ PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 def prepare(folder: Path, leads: int) -> dict[str, Any]:
     """generate -> ingest -> featurize with the project's code; write features.parquet and feature_spec.json."""
+    import polars as pl
+
     from pipelines.featurize import featurize
     from pipelines.generate import run as generate
     from pipelines.ingest import run as ingest
     from pipelines.io import load_params, read_json, write_frame, write_json
-
-    import polars as pl
 
     params = load_params("featurize", PARAMS)
     gen_params = load_params("generate", PARAMS)

@@ -47,7 +47,6 @@ from features.schema import (
     CREATED_AT,
     EVENT_TYPE,
     EVENT_TYPES,
-    GROUPS,
     HIGH_INTENT_EVENTS,
     LEAD_ID,
     OCCURRED_AT,

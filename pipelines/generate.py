@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.schema import CONVERTED, EVENT_TYPE
-from features.synthetic import Chunk, generate_chunks, generate_new_batch, snapshot_at
+from features.synthetic import generate_chunks, generate_new_batch, snapshot_at
 from pipelines.io import atomic_path, load_params, write_json
 
 TABLES: tuple[str, ...] = ("leads", "events", "outcomes", "truth")

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from features.spec import to_matrix
+from models.bundle import SQL
 from models.calibration import to_score
 from models.metrics import decision_table
-from models.bundle import SQL
 from models.threshold import choose_threshold
 from pipelines.bundle import load_bundle
 from pipelines.calibrate import LEGACY_CUTOFFS, on_score_scale, period_weeks, policy_inputs, threshold_score

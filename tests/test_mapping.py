@@ -17,10 +17,10 @@ from rich.console import Console
 
 from features import contract as C
 from features.mapping import (
-    MappingError,
     REPEAT_OUTCOME,
     TARGET_UNRECOGNISED,
     UNKNOWN_JOIN_KEY,
+    MappingError,
     apply_mapping,
     load_mapping,
 )

@@ -19,6 +19,6 @@ def test_threshold_tuning_notebook_runs(pipeline_repo: Path, monkeypatch: pytest
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(pipeline_repo)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    last = "".join(str(o.get("data", {}).get("text/plain", "")) for o in nb.cells[-1].get("outputs", []))
+    last = "".join(str(o.get("text", "")) for o in nb.cells[-1].get("outputs", []))
     for policy in ("expected_value", "capacity", "precision_target", "recall_target", "legacy_volume"):
         assert policy in last

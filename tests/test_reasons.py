@@ -84,11 +84,13 @@ def test_every_group_in_the_catalog_can_always_be_phrased_in_both_directions() -
 
 
 def test_the_catalog_phrases_every_feature_of_the_synthetic_spec() -> None:
+    from pathlib import Path
+
+    import yaml
+
     from features.build import feature_columns
     from features.schema import GROUPS
     from pipelines.explain import load_catalog
-    import yaml
-    from pathlib import Path
 
     catalog = load_catalog()
     source = yaml.safe_load(Path("sources/synthetic.yaml").read_text())["leads"]

@@ -9,8 +9,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-
-
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
 
