@@ -50,13 +50,16 @@ def train_gbm(
     cats = list(categorical)
     dtrain = lgb.Dataset(X_train, label=y_train, feature_name=names, categorical_feature=cats, free_raw_data=False)
     dvalid = lgb.Dataset(X_valid, label=y_valid, reference=dtrain, categorical_feature=cats, free_raw_data=False)
+    # early_stopping_rounds <= 0 trains exactly num_boost_round trees: for sources whose valid period is too unlike
+    # the rest (a regime shift) for early stopping to pick a sensible size.
+    patience = int(params.get("early_stopping_rounds", 100))
     booster = lgb.train(
         lgb_params(params, seed=seed),
         dtrain,
         num_boost_round=int(params.get("num_boost_round", 1000)),
         valid_sets=[dvalid],
         valid_names=["valid"],
-        callbacks=[lgb.early_stopping(int(params.get("early_stopping_rounds", 100)), verbose=False)],
+        callbacks=[lgb.early_stopping(patience, verbose=False)] if patience > 0 else [],
     )
     # Re-load only the best iterations so every consumer (predict, SHAP, the saved file) sees the same trees.
     best = booster.best_iteration or booster.current_iteration()
