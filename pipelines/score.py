@@ -28,7 +28,7 @@ from models.treeshap import TreeShap
 from pipelines.bundle import load_bundle
 from pipelines.explain import load_catalog
 from pipelines.io import BadInput, atomic_path, write_frame
-from pipelines.rows import check_batch, read_table
+from pipelines.rows import Batch, check_batch, read_table
 
 QUARANTINE_COLUMNS = {"table": pl.String, "row": pl.Int64, "lead_id": pl.String, "column": pl.String, "reason": pl.String}
 OUTPUT_SCHEMA: dict[str, Any] = {
@@ -132,6 +132,21 @@ class _Writer:
             pl.DataFrame(schema=OUTPUT_SCHEMA).write_csv(tmp)
 
 
+def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None
+               ) -> tuple[pl.DataFrame, list[str], Batch, datetime, pl.LazyFrame]:
+    """Read and check a batch: (raw leads, optional columns filled as missing, checked batch, as-of time, events)."""
+    raw = read_table(leads_path)
+    missing_optional = check_compatible(raw, source, leads_path)
+    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    use_events = events is not None and source.get("has_events", True)
+    batch = check_batch(raw, read_table(events) if use_events else None, source=source, leads_file=leads_path,
+                        events_file=events if use_events else None, as_of=_utc(as_of) if as_of else None)
+    at = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    return raw, missing_optional, batch, at, ev
+
+
 def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of: datetime | None = None,
                quarantine: Path | None = None, model: str | Path = "data/artifacts", chunk_size: int = 50000,
                console: Console | None = None) -> dict[str, Any]:
@@ -140,16 +155,8 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
     bundle = load_bundle(model)
     source = source_of(bundle)
     quarantine = quarantine or out.with_name(f"{out.stem}.quarantine.csv")
-    raw = read_table(leads_path)
-    missing_optional = check_compatible(raw, source, leads_path)
-    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
-    use_events = events is not None and source.get("has_events", True)
-    batch = check_batch(raw, read_table(events) if use_events else None, source=source, leads_file=leads_path,
-                        events_file=events if use_events else None, as_of=_utc(as_of) if as_of else None)
+    raw, missing_optional, batch, as_of, ev = load_batch(leads_path, events, source, as_of)
     leads = batch.leads
-    as_of = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
     explainer = TreeShap.from_booster(bundle.booster)
     catalog = load_catalog()
     writer = _Writer(out)
@@ -179,16 +186,10 @@ def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | Non
     """Markdown handoff notes for the given leads (all by default), whatever their decision."""
     bundle = load_bundle(model)
     source = source_of(bundle)
-    raw = read_table(leads_path)
-    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in check_compatible(raw, source, leads_path)])
-    batch = check_batch(raw, read_table(events) if events else None, source=source, leads_file=leads_path,
-                        events_file=events, as_of=_utc(as_of) if as_of else None)
+    _, _, batch, as_of, ev = load_batch(leads_path, events, source, as_of)
     leads = batch.leads
     if lead_ids:
         leads = leads.filter(pl.col(LEAD_ID).is_in(lead_ids))
-    as_of = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
     for note in notes_for_leads(bundle, leads, ev, as_of=as_of, catalog=load_catalog()):
         yield note_markdown(note)
 
