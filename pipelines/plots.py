@@ -50,6 +50,7 @@ def shap_summary(path: Path, contrib: np.ndarray, X: np.ndarray, names: Sequence
     """SHAP's own beeswarm (summary_plot), drawn from leadlift's exact contributions."""
     import shap
 
+    np.random.seed(0)  # the beeswarm jitters points with numpy's global RNG: seed it so the PNG is reproducible
     shap.summary_plot(contrib, X, feature_names=list(names), show=False, max_display=20, plot_size=(7, 7))
     _save(plt.gcf(), path)
 
