@@ -88,7 +88,7 @@ def score(
     as_of: Annotated[datetime | None, typer.Option(help="Decision time (UTC); default: newest event, else now.")] = None,
     quarantine: Annotated[Path | None, typer.Option(help="Rejected rows; default <out stem>.quarantine.csv.")] = None,
     model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")] = "data/artifacts",
-    chunk_size: Annotated[int, typer.Option(help="Leads per chunk; memory stays flat as the batch grows.")] = 50000,
+    chunk_size: Annotated[int, typer.Option(help="Leads per chunk of feature, explanation and note work.")] = 50000,
 ) -> None:
     """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL."""
     from pipelines.score import score_file
