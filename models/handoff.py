@@ -15,15 +15,16 @@ from models.reasons import (
     fill,
     group_contributions,
     reasons_for_lead,
+    spec_templates,
     to_points,
 )
 from models.treeshap import TreeShap
 
 
-def first_filled(variants: Any, values: Mapping[str, Any]) -> str:
+def first_filled(variants: Any, values: Mapping[str, Any], *, derived: bool = False) -> str:
     from models.reasons import _holds
 
-    vals = derived_values(values)
+    vals = values if derived else derived_values(values)
     for variant in _variants(variants):
         conditions = variant.get("if", [])
         conditions = [conditions] if isinstance(conditions, str) else conditions
@@ -71,25 +72,28 @@ def build_notes(
     scores = bundle.score(p)
     pct = bundle.percentile(p)
     groups = list(ex["groups"])
+    decisions = bundle.decide(p)
+    templates = spec_templates(bundle.spec)
     notes = []
     for i, row in enumerate(rows):
-        values = {**(who[i] if who else {}), **row}
-        reasons, against = reasons_for_lead(values, ex["contrib"][i], ex["points"][i], groups, bundle.spec, catalog, top=top)
+        values = derived_values({**(who[i] if who else {}), **row})
+        reasons, against = reasons_for_lead(values, ex["contrib"][i], ex["points"][i], groups, bundle.spec, catalog,
+                                            top=top, templates=templates)
         top_share = max(1, int(round(100 - float(pct[i]))))
         note = {
             "lead_id": row["lead_id"],
-            "decision": str(bundle.decide(p[i : i + 1])[0]),
+            "decision": str(decisions[i]),
             "score": int(scores[i]),
             "probability": round(float(p[i]), 4),
             "percentile": round(float(pct[i]), 1),
             "headline": f"Score {int(scores[i])} (top {top_share}% of leads): {reasons[0].text}",
             "reasons": [r.to_dict() for r in reasons],
             "against": against.to_dict() if against else None,
-            "who": first_filled(catalog.get("who"), values),
+            "who": first_filled(catalog.get("who"), values, derived=True),
             "urgency": {
                 "days_since_high_intent": _maybe_int(values.get("days_since_high_intent")),
                 "buying_timeline": values.get("buying_timeline"),
-                "text": first_filled(catalog.get("urgency"), values),
+                "text": first_filled(catalog.get("urgency"), values, derived=True),
             },
             "what_happened": activity_summary(values, catalog),
             "contact": dict(contact[i]) if contact else {},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,8 @@ class Reason:
     log_odds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"group": self.group, "label": self.label, "text": self.text, "points": self.points,
+                "log_odds": self.log_odds}
 
 
 class CatalogError(KeyError):
@@ -175,13 +176,15 @@ def _variants(entry: Any) -> list[dict[str, Any]]:
 
 
 def render(group: str, direction: str, values: Mapping[str, Any], catalog: Mapping[str, Any],
-           *, top_feature: str | None = None, spec_templates: Mapping[str, Mapping[str, str]] | None = None) -> str:
+           *, top_feature: str | None = None, spec_templates: Mapping[str, Mapping[str, str]] | None = None,
+           derived: bool = False) -> str:
     """The sentence for one group and direction ('for' or 'against'), filled with the lead's values.
 
     Group variants are tried in order (the first whose `if` holds and whose placeholders all have values wins);
     then the template of the group's strongest feature (catalog `features:` or the source mapping's `reason`).
+    `derived=True` says `values` already went through `derived_values` (done once per lead by the callers).
     """
-    vals = derived_values(values)
+    vals = values if derived else derived_values(values)
     for variant in _variants(catalog.get("groups", {}).get(group, {}).get(direction)):
         conditions = variant.get("if", [])
         conditions = [conditions] if isinstance(conditions, str) else conditions
@@ -219,11 +222,13 @@ def reasons_for_lead(
     top: int = 3,
     extra_points: float = 5.0,
     most: int = 5,
+    templates: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[Reason], Reason | None]:
     """Reasons for, by points: always the `top` strongest, then any further group adding at least `extra_points`,
     up to `most`; and the strongest reason against (None when nothing pulls the score down)."""
     feats = spec["features"]
-    templates = spec_templates(spec)
+    templates = spec_templates(spec) if templates is None else templates
+    vals = derived_values(values)
     group_logodds = np.zeros(len(groups))
     best_feature: dict[str, tuple[float, str]] = {}
     gindex = {g: i for i, g in enumerate(groups)}
@@ -235,7 +240,8 @@ def reasons_for_lead(
 
     def make(i: int, direction: str) -> Reason:
         g = groups[i]
-        text = render(g, direction, values, catalog, top_feature=best_feature[g][1], spec_templates=templates)
+        text = render(g, direction, vals, catalog, top_feature=best_feature[g][1], spec_templates=templates,
+                      derived=True)
         return Reason(g, group_label(g, catalog), text, round(float(points_row[i]), 1), round(float(group_logodds[i]), 4))
 
     order = np.argsort(-points_row, kind="stable")
