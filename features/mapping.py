@@ -27,6 +27,11 @@ Format reference (every key except `name` and `leads` is optional; see sources/*
       target: {column: Converted, positive: [1], negative: [0], converted_at: {column: Won On}}
       categorical: {lead_source: {group: lead_source, description: "...", parse: seniority, reason: {...}}}
       numeric: {total_visits: {group: research, description: "...", min: 0, max: null, reason: {...}}}
+      # reason: the sentence a note uses when this column is its group's strongest: {for: "...", against: "..."},
+      # each a text or a list of {if: "col > 0", text: "..."} variants; {value} is this column's value, {other_col}
+      # any feature's. The source's own words beat the catalog's generic fallback for the group.
+      who: ["{job} client, {age} years old"]   # who the lead is, first template whose values all exist
+      what_happened: ["{total_visits|visit} to the site so far"]   # for sources without events: their totals
       legacy_score: Score             # the rule-based 0-100 score being replaced (never a feature)
       pii: [name, email]              # kept for notes, never features
       notes_allowed: [name]           # columns a rep may see in a handoff note
@@ -85,7 +90,7 @@ _TABLE_KEYS = {"path", "format", "csv", "schema", "rename", "null_values", "valu
 KEYS: dict[str, set[str]] = {
     "top": {"name", "description", "snapshot_at", "null_values", "leads", "events", "outcomes", "truth", "params"},
     "leads": _TABLE_KEYS | {"lead_id", "created_at", "target", "categorical", "numeric", "legacy_score", "pii",
-                            "notes_allowed", "keep", "drop_leaky", "after_outcome"},
+                            "notes_allowed", "keep", "drop_leaky", "after_outcome", "who", "what_happened"},
     "events": _TABLE_KEYS | {"lead_id", "occurred_at", "event_type"},
     "outcomes": _TABLE_KEYS | {"lead_id", "join", "converted", "converted_at", "duplicates"},
     "csv": {"separator", "quote", "encoding", "null_values", "infer_schema_length"},
@@ -330,6 +335,8 @@ def describe(mapping: Mapping[str, Any], *, has_outcome_times: bool, time_basis:
         "numeric": {c: _meta(v) for c, v in spec["numeric"].items()},
         "pii": list(spec["pii"]),
         "notes_allowed": list(spec["notes_allowed"]),
+        "who": list(spec["who"]),
+        "what_happened": list(spec["what_happened"]),
         "after_outcome": list(spec["after_outcome"]),
         "dropped_leaky": list(spec["drop_leaky"]),
         "keep": list(spec["keep"]),
@@ -402,6 +409,8 @@ def _load_leads(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
     t["legacy_score"] = str(raw["legacy_score"]) if raw.get("legacy_score") else None
     for key in ("pii", "notes_allowed", "keep", "drop_leaky", "after_outcome"):
         t[key] = _str_list(raw.get(key), f"leads.{key}", origin)
+    for key in ("who", "what_happened"):
+        t[key] = _templates(raw[key], f"leads.{key}", origin) if raw.get(key) is not None else []
     _check_roles(t, origin)
     return t
 
@@ -558,8 +567,27 @@ def _features(raw: Any, kind: str, origin: str) -> dict[str, dict[str, Any]]:
         for bound in ("min", "max"):
             if meta.get(bound) is not None and not isinstance(meta[bound], int | float):
                 raise MappingError(origin, f"{where}.{bound} must be a number, got {meta[bound]!r}")
+        if meta.get("reason") is not None:
+            reason = meta["reason"]
+            if not isinstance(reason, Mapping) or not reason or set(reason) - {"for", "against"}:
+                raise MappingError(origin, f"{where}.reason must be {{for: text, against: text}} (either or both)")
+            for direction, variants in reason.items():
+                _templates(variants, f"{where}.reason.{direction}", origin)
         out[str(col)] = {k: v for k, v in meta.items() if v is not None}
     return out
+
+
+def _templates(raw: Any, where: str, origin: str) -> list[Any]:
+    """A note template list: a text, or a list of texts and {if: condition(s), text} variants."""
+    variants = [raw] if isinstance(raw, str) else raw
+    if not isinstance(variants, list) or not variants:
+        raise MappingError(origin, f"{where} must be a text or a list of texts / {{if, text}} variants")
+    for i, v in enumerate(variants):
+        ok = isinstance(v, str) or (isinstance(v, Mapping) and isinstance(v.get("text"), str)
+                                    and set(v) <= {"if", "text"})
+        if not ok:
+            raise MappingError(origin, f"{where}[{i}] must be a text or {{if, text}}, got {v!r}")
+    return list(variants)
 
 
 def _check_roles(t: Mapping[str, Any], origin: str) -> None:

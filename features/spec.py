@@ -106,6 +106,9 @@ def make_spec(
         "train_rows": train.height,
         "source_roles": _source_roles(source),
         "features": features,
+        # The source's own note templates for "who is this lead" and "what happened" (tried before the catalog's).
+        "who": list(source.get("who") or []),
+        "what_happened": list(source.get("what_happened") or []),
     }
 
 

@@ -9,10 +9,9 @@ import numpy as np
 
 from models.bundle import SQL, Bundle
 from models.reasons import (
-    _variants,
     activity_summary,
     derived_values,
-    fill,
+    first_variant,
     group_contributions,
     reasons_for_lead,
     spec_templates,
@@ -22,17 +21,8 @@ from models.treeshap import TreeShap
 
 
 def first_filled(variants: Any, values: Mapping[str, Any], *, derived: bool = False) -> str:
-    from models.reasons import _holds
-
-    vals = values if derived else derived_values(values)
-    for variant in _variants(variants):
-        conditions = variant.get("if", [])
-        conditions = [conditions] if isinstance(conditions, str) else conditions
-        if all(_holds(c, vals) for c in conditions):
-            text = fill(variant["text"], vals)
-            if text is not None:
-                return text
-    return ""
+    """The first template that fills (see `first_variant`), or "" when none does."""
+    return first_variant(variants, values if derived else derived_values(values)) or ""
 
 
 def explain_rows(bundle: Bundle, X: np.ndarray, *, explainer: TreeShap | None = None) -> dict[str, np.ndarray]:
@@ -86,16 +76,20 @@ def build_notes(
             "score": int(scores[i]),
             "probability": round(float(p[i]), 4),
             "percentile": round(float(pct[i]), 1),
-            "headline": f"Score {int(scores[i])} (top {top_share}% of leads): {reasons[0].text}",
+            "headline": (f"Score {int(scores[i])} (top {top_share}% of leads): {reasons[0].text}"
+                         if reasons[0].points >= 1.0 else
+                         f"Score {int(scores[i])} (top {top_share}% of leads): close to the average lead, "
+                         "no single factor adds a whole point"),
             "reasons": [r.to_dict() for r in reasons],
             "against": against.to_dict() if against else None,
-            "who": first_filled(catalog.get("who"), values, derived=True),
+            "who": first_filled([*bundle.spec.get("who", []), *(catalog.get("who") or [])], values, derived=True),
             "urgency": {
                 "days_since_high_intent": _maybe_int(values.get("days_since_high_intent")),
                 "buying_timeline": values.get("buying_timeline"),
                 "text": first_filled(catalog.get("urgency"), values, derived=True),
             },
-            "what_happened": activity_summary(values, catalog),
+            "what_happened": (first_filled(bundle.spec["what_happened"], values, derived=True)
+                              if bundle.spec.get("what_happened") else activity_summary(values, catalog)),
             "contact": dict(contact[i]) if contact else {},
         }
         notes.append(note)
@@ -108,16 +102,21 @@ def _maybe_int(v: Any) -> int | None:
     return int(round(float(v)))
 
 
+def _points(points: float) -> str:
+    """Signed whole points; -0.4 reads "+0", never "+-0"."""
+    v = int(round(points))
+    return f"+{v}" if v >= 0 else str(v)
+
+
 def note_markdown(note: Mapping[str, Any]) -> str:
     """A note as a rep reads it."""
     lines = [f"### Lead {note['lead_id']}: score {note['score']} ({note['decision']})", "", f"**Who:** {note['who']}"]
     if note.get("contact"):
         lines.append("**Contact:** " + ", ".join(str(v) for v in note["contact"].values() if v is not None))
     lines += ["", "**Why now:**"]
-    lines += [f"- {r['text']} (+{r['points']:.0f} pts)" if r["points"] >= 0 else f"- {r['text']} ({r['points']:.0f} pts)"
-              for r in note["reasons"]]
+    lines += [f"- {r['text']} ({_points(r['points'])} pts)" for r in note["reasons"]]
     if note.get("against"):
-        lines.append(f"- Against: {note['against']['text']} ({note['against']['points']:.0f} pts)")
+        lines.append(f"- Against: {note['against']['text']} ({_points(note['against']['points'])} pts)")
     lines += ["", f"**Urgency:** {note['urgency']['text']}", f"**What happened:** {note['what_happened']}", ""]
     return "\n".join(lines)
 

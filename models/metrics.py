@@ -74,6 +74,20 @@ def auc(y: ArrayLike, p: ArrayLike) -> float:
     return float(roc_auc_score(yy, pp))
 
 
+def auc_interval(y: ArrayLike, p: ArrayLike, *, n: int = 200, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUC over leads: how much of a gap between two AUCs is noise."""
+    yy, pp = labels_and_scores(y, p)
+    _need_both_classes(yy, "AUC")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n):
+        i = rng.integers(0, len(yy), len(yy))
+        if 0 < yy[i].sum() < len(i):
+            draws.append(roc_auc_score(yy[i], pp[i]))
+    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
 def pr_auc(y: ArrayLike, p: ArrayLike) -> float:
     """Average precision (step-wise area under precision-recall); honest when conversions are rare, unlike AUC."""
     yy, pp = labels_and_scores(y, p)

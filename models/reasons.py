@@ -175,30 +175,43 @@ def _variants(entry: Any) -> list[dict[str, Any]]:
     return [v if isinstance(v, dict) else {"text": v} for v in entry]
 
 
+def first_variant(variants: Any, values: Mapping[str, Any]) -> str | None:
+    """The first variant whose `if` conditions all hold and whose placeholders all have values, filled; else None."""
+    for variant in _variants(variants):
+        conditions = variant.get("if", [])
+        conditions = [conditions] if isinstance(conditions, str) else conditions
+        if all(_holds(c, values) for c in conditions):
+            text = fill(variant["text"], values)
+            if text is not None:
+                return text
+    return None
+
+
 def render(group: str, direction: str, values: Mapping[str, Any], catalog: Mapping[str, Any],
            *, top_feature: str | None = None, spec_templates: Mapping[str, Mapping[str, str]] | None = None,
            derived: bool = False) -> str:
     """The sentence for one group and direction ('for' or 'against'), filled with the lead's values.
 
-    Group variants are tried in order (the first whose `if` holds and whose placeholders all have values wins);
-    then the template of the group's strongest feature (catalog `features:` or the source mapping's `reason`).
+    Tried in order, the first whose `if` holds and whose placeholders all have values wins: the group's variants;
+    then the template of the group's strongest feature (the source mapping's `reason`, else catalog `features:`);
+    then the group's generic sentences (no condition, no placeholder), so a source's own words beat them.
     `derived=True` says `values` already went through `derived_values` (done once per lead by the callers).
     """
     vals = values if derived else derived_values(values)
-    for variant in _variants(catalog.get("groups", {}).get(group, {}).get(direction)):
-        conditions = variant.get("if", [])
-        conditions = [conditions] if isinstance(conditions, str) else conditions
-        if all(_holds(c, vals) for c in conditions):
-            text = fill(variant["text"], vals)
-            if text is not None:
-                return text
-    if top_feature is not None:
+    variants = _variants(catalog.get("groups", {}).get(group, {}).get(direction))
+    # Generic sentences (no condition, no placeholder) are the group's last resort, tried after the feature's own.
+    generic = [v for v in variants if not v.get("if") and not _PLACEHOLDER.search(v["text"])]
+    text = first_variant([v for v in variants if v not in generic], vals)
+    if text is None and top_feature is not None:
+        # The source's own words for its column beat the group's generic sentence ("Engages with our emails and
+        # events" is wrong for a bank's previous-campaign outcome).
         templates = dict(catalog.get("features", {}).get(top_feature, {}))
         templates.update((spec_templates or {}).get(top_feature, {}))
-        for variant in _variants(templates.get(direction)):
-            text = fill(variant["text"], {**vals, "value": vals.get(top_feature)})
-            if text is not None:
-                return text
+        text = first_variant(templates.get(direction), {**vals, "value": vals.get(top_feature)})
+    if text is not None:
+        return text
+    if generic:
+        return str(generic[0]["text"])
     raise CatalogError(f"no template can phrase group {group!r} ({direction}) for feature {top_feature!r}")
 
 
@@ -222,10 +235,12 @@ def reasons_for_lead(
     top: int = 3,
     extra_points: float = 5.0,
     most: int = 5,
+    min_points: float = 1.0,
     templates: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[Reason], Reason | None]:
-    """Reasons for, by points: always the `top` strongest, then any further group adding at least `extra_points`,
-    up to `most`; and the strongest reason against (None when nothing pulls the score down)."""
+    """Reasons for, by points: the strongest, then the rest of the `top` strongest that add at least `min_points`,
+    then any further group adding at least `extra_points`, up to `most`; and the strongest reason against (None
+    when nothing pulls the score down by `min_points`)."""
     feats = spec["features"]
     templates = spec_templates(spec) if templates is None else templates
     vals = derived_values(values)
@@ -245,11 +260,13 @@ def reasons_for_lead(
         return Reason(g, group_label(g, catalog), text, round(float(points_row[i]), 1), round(float(group_logodds[i]), 4))
 
     order = np.argsort(-points_row, kind="stable")
-    chosen = [int(i) for i in order[:top]]
+    # The strongest reason always; the next ones only when they move the score by a whole point (a "+0 pts"
+    # reason is noise to a rep, and common on sources with few groups).
+    chosen = [int(order[0])] + [int(i) for i in order[1:top] if points_row[i] >= min_points]
     chosen += [int(i) for i in order[top:most] if points_row[i] >= extra_points]
     reasons = [make(i, "for" if points_row[i] > 0 else "against") for i in chosen]
     worst = int(np.argmin(points_row))
-    against = make(worst, "against") if points_row[worst] < 0 and worst not in chosen else None
+    against = make(worst, "against") if points_row[worst] <= -min_points and worst not in chosen else None
     return reasons, against
 
 

@@ -1,9 +1,12 @@
 """`calibrate` stage: calibrate probabilities on the valid split and choose the handoff threshold.
 
+The calibrator is fitted on the held-out valid margins written by `train` (from the booster that did not see valid),
+so it stays honest when the final model was refit on train + valid.
+
 python -m pipelines.calibrate --features data/features/features.parquet --model data/artifacts/model.txt \
     --spec data/artifacts/feature_spec.json --calibrator data/artifacts/calibrator.json \
     --threshold data/artifacts/threshold.json --train-run data/artifacts/train_run.json \
-    --run data/artifacts/calibrate_run.json
+    --valid-margins data/artifacts/valid_margins.parquet --run data/artifacts/calibrate_run.json
 """
 
 from __future__ import annotations
@@ -48,12 +51,29 @@ def policy_inputs(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in keys}
 
 
-def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (calibrator.json, threshold.json) contents."""
+def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndarray:
+    """The valid rows' held-out margins, in `valid`'s row order; every valid lead must have one."""
+    joined = valid.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")
+    missing = joined["margin"].null_count()
+    if missing or joined.height != valid.height:
+        raise ValueError(f"valid margins do not match the valid split: {missing} of {valid.height} valid leads have none")
+    return joined["margin"].to_numpy().astype(np.float64)
+
+
+def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params: dict[str, Any],
+        valid_margins: pl.DataFrame | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (calibrator.json, threshold.json) contents.
+
+    `valid_margins` (lead_id, margin) are held-out raw scores on valid; without them the booster's own are used,
+    which is only honest when the booster was not fitted on valid.
+    """
     valid = frame.filter(pl.col("split") == "valid")
     train = frame.filter(pl.col("split") == "train")
     y = valid["label"].to_numpy().astype(np.float64)
-    margin = booster.predict(to_matrix(valid, spec), raw_score=True)
+    if valid_margins is None:
+        margin = booster.predict(to_matrix(valid, spec), raw_score=True)
+    else:
+        margin = held_out_margin(valid, valid_margins)
     calibrator = fit_calibrator(
         margin, y, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
     )
@@ -119,11 +139,13 @@ def main() -> None:
     ap.add_argument("--calibrator", type=Path, default=Path("data/artifacts/calibrator.json"))
     ap.add_argument("--threshold", type=Path, default=Path("data/artifacts/threshold.json"))
     ap.add_argument("--train-run", type=Path, default=Path("data/artifacts/train_run.json"))
+    ap.add_argument("--valid-margins", type=Path, default=Path("data/artifacts/valid_margins.parquet"))
     ap.add_argument("--run", type=Path, default=Path("data/artifacts/calibrate_run.json"))
     args = ap.parse_args()
     params = load_params("calibrate")
     frame = pl.read_parquet(args.features)
-    calib, threshold = run(frame, lgb.Booster(model_file=str(args.model)), read_json(args.spec), params)
+    calib, threshold = run(frame, lgb.Booster(model_file=str(args.model)), read_json(args.spec), params,
+                           pl.read_parquet(args.valid_margins))
     write_json(args.calibrator, calib)
     write_json(args.threshold, threshold)
     run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))

@@ -60,7 +60,9 @@ def notes_for(frame: pl.DataFrame, bundle: Bundle, catalog: dict[str, Any], *, a
 def write_notes(notes: list[dict[str, Any]], out: Path, *, top: int) -> None:
     """notes.jsonl (full), notes.csv (CRM import) and notes.md (people), written atomically."""
     write_text(out / "notes.jsonl", "".join(json.dumps(n, sort_keys=True) + "\n" for n in notes))
-    flat = pl.DataFrame([note_row(n, top=top) for n in notes]) if notes else pl.DataFrame({LEAD_ID: []})
+    # Schema from every row: an optional field (the reason against) can be empty for the first hundreds of notes.
+    flat = (pl.DataFrame([note_row(n, top=top) for n in notes], infer_schema_length=None) if notes
+            else pl.DataFrame({LEAD_ID: []}))
     write_frame(flat, out / "notes.csv")
     header = f"# Handoff notes\n\n{len(notes)} leads recommended to sales, highest score first.\n\n"
     write_text(out / "notes.md", header + "\n".join(note_markdown(n) for n in notes))

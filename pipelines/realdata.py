@@ -1,6 +1,7 @@
 """`leadlift run-source`: the whole pipeline on an export, by its source mapping alone, without DVC.
 
-ingest -> featurize -> train -> calibrate -> evaluate, in a work folder, with a report in the structure of
+ingest -> featurize -> train -> calibrate -> evaluate -> explain, in a work folder (the handoff notes for the test
+period's SQL recommendations land in <workdir>/handoff when a workdir is given), with a report in the structure of
 reports/metrics.json plus drift (does the test period convert differently?) and, optionally, recalibration on the
 most recent window before the test period.
 """
@@ -23,7 +24,7 @@ from models import metrics as M
 from models.baseline import LinearBaseline
 from models.calibration import fit_calibrator
 from models.threshold import choose_threshold
-from pipelines import calibrate, evaluate, ingest, train
+from pipelines import calibrate, evaluate, explain, ingest, train
 from pipelines.bundle import load_bundle
 from pipelines.featurize import featurize
 from pipelines.io import load_params, read_json, write_frame, write_json, write_text
@@ -60,14 +61,22 @@ def drift_report(frame: pl.DataFrame, bundle: Any) -> dict[str, Any]:
             "shift_detected": bool(ratio is not None and (ratio > 1.25 or ratio < 0.8))}
 
 
-def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], share: float) -> dict[str, Any]:
+def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], share: float,
+                  valid_margins: pl.DataFrame) -> dict[str, Any]:
     """Refit the calibrator on the newest `share` of the pre-test (train + valid) period and re-choose the threshold;
-    report test ECE and the threshold's test precision before and after."""
+    report test ECE and the threshold's test precision before and after.
+
+    Window rows in valid use their held-out margins (as the main calibrator does); any older rows use the final
+    booster's own, in-sample margins, and their count is reported.
+    """
     pre = frame.filter(pl.col("split").is_in(["train", "valid"])).sort("t0", "lead_id")
     recent = pre.tail(max(1, int(round(share * pre.height))))
     test = frame.filter(pl.col("split") == "test")
     y_r, y_t = recent["label"].to_numpy().astype(float), test["label"].to_numpy().astype(float)
-    m_r, m_t = bundle.margin(to_matrix(recent, bundle.spec)), bundle.margin(to_matrix(test, bundle.spec))
+    own = bundle.margin(to_matrix(recent, bundle.spec))
+    held = recent.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")["margin"]
+    m_r = np.where(held.is_null().to_numpy(), own, held.fill_null(0.0).to_numpy())
+    m_t = bundle.margin(to_matrix(test, bundle.spec))
     cal = fit_calibrator(m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"]))
     p_before, p_after = bundle.calibrator.predict(m_t), cal.predict(m_r)
     weeks = calibrate.period_weeks(recent["t0"])
@@ -81,7 +90,8 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
         return float(y_t[sel].mean()) if sel.any() else None
 
     return {
-        "window_share_of_pre_test": share, "window_leads": int(recent.height), "method": cal.method,
+        "window_share_of_pre_test": share, "window_leads": int(recent.height),
+        "window_leads_in_sample": int(held.null_count()), "method": cal.method,
         "test_ece_before": M.ece(y_t, p_before), "test_ece_after": M.ece(y_t, p_test_after),
         "threshold_probability_before": t_before, "threshold_probability_after": t_after,
         "test_precision_before": precision(p_before, t_before), "test_precision_after": precision(p_test_after, t_after),
@@ -106,26 +116,36 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         write_frame(frame, work / "features.parquet")
         write_json(art / "feature_spec.json", spec)
         console.print("train")
-        model_text, baseline, train_report, _ = train.run(work / "features.parquet", art / "feature_spec.json",
-                                                         params=section(params, "train"))
-        write_text(art / "model.txt", model_text)
+        trained = train.run(work / "features.parquet", art / "feature_spec.json", params=section(params, "train"))
+        write_text(art / "model.txt", trained.model_text)
         console.print("calibrate")
-        calib, threshold = calibrate.run(frame, lgb.Booster(model_str=model_text), spec, section(params, "calibrate"))
+        calib, threshold = calibrate.run(frame, lgb.Booster(model_str=trained.model_text), spec,
+                                         section(params, "calibrate"), trained.valid_margins)
         write_json(art / "calibrator.json", calib)
         write_json(art / "threshold.json", threshold)
         bundle = load_bundle(art)
         console.print("evaluate")
         test = frame.filter(pl.col("split") == "test")
-        result = evaluate.evaluate_frame(test, bundle, LinearBaseline.from_dict(baseline), section(params, "calibrate"), None)
+        result = evaluate.evaluate_frame(test, bundle, LinearBaseline.from_dict(trained.baseline), section(params, "calibrate"), None)
+        y_test = test["label"].to_numpy().astype(float)
+        seed = int(params["base"]["seed"])
+        result["test"]["auc_interval_90"] = list(M.auc_interval(y_test, bundle.margin(to_matrix(test, spec)), seed=seed))
         result["source"] = src.get("name")
         result["threshold"] = threshold
-        result["train"] = train_report
+        result["train"] = trained.report
         result["featurize"] = feat_report
         result["ingest"] = ingest_report
         result["drift"] = drift_report(frame, bundle)
+        console.print("explain")
+        top = int(params["explain"]["top_reasons"])
+        notes = explain.notes_for(test, bundle, explain.load_catalog(), all_leads=False, top=top, interim=interim)
+        explain.write_notes(notes, work / "handoff", top=top)
+        result["explain"] = {"notes": len(notes), "sql_leads": int(result["decision"]["handoffs"]),
+                             "example_note": notes[0] if notes else None}
         share = recalibrate_recent if recalibrate_recent is not None else params["calibrate"].get("recalibrate_recent")
         if share:
-            result["recalibration"] = recalibration(frame, bundle, section(params, "calibrate"), float(share))
+            result["recalibration"] = recalibration(frame, bundle, section(params, "calibrate"), float(share),
+                                                  trained.valid_margins)
     write_json(report, result)
     return {"source": result["source"], "test_auc": result["test"]["auc"],
             "baseline_lr_auc": result["test"]["baseline_lr_auc"], "ece": result["test"]["ece"], "report": str(report)}

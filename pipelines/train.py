@@ -1,13 +1,18 @@
 """`train` stage: LightGBM on the train split (early stopping on valid) and the logistic-regression baseline.
 
+With `train.refit_on_train_and_valid`, both models are then refit on train + valid (the GBM with the tree count chosen
+on valid). The valid margins handed to `calibrate` always come from the booster that did not see valid, so the
+calibrator is fitted on held-out scores either way.
+
 python -m pipelines.train --features data/features/features.parquet --spec data/artifacts/feature_spec.json \
-    --model data/artifacts/model.txt --baseline data/artifacts/baseline.json --run data/artifacts/train_run.json \
-    --report reports/train.json
+    --model data/artifacts/model.txt --baseline data/artifacts/baseline.json \
+    --valid-margins data/artifacts/valid_margins.parquet --run data/artifacts/train_run.json --report reports/train.json
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +22,9 @@ import polars as pl
 from features.spec import categorical_indices, feature_names, to_matrix
 from models.baseline import fit_baseline
 from models.metrics import auc
-from models.train import importance, train_gbm
+from models.train import importance, refit_gbm, train_gbm
 from pipelines import tracking
-from pipelines.io import load_params, read_json, write_json, write_text
+from pipelines.io import load_params, read_json, write_frame, write_json, write_text
 
 
 def split_xy(frame: pl.DataFrame, spec: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -27,27 +32,49 @@ def split_xy(frame: pl.DataFrame, spec: dict[str, Any], split: str) -> tuple[np.
     return to_matrix(part, spec), part["label"].to_numpy().astype(np.float64)
 
 
-def run(features: Path, spec_path: Path, *, params: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Train both models; return (model text, baseline dict, report, importance)."""
+@dataclass(frozen=True)
+class Trained:
+    model_text: str
+    baseline: dict[str, Any]
+    report: dict[str, Any]
+    importance: dict[str, float]
+    #: lead_id, margin: raw scores on valid from a booster that was not trained on valid (what calibrate fits on).
+    valid_margins: pl.DataFrame
+
+
+def run(features: Path, spec_path: Path, *, params: dict[str, Any]) -> Trained:
+    """Train both models (and refit them on train + valid when asked)."""
     frame = pl.read_parquet(features)
     spec = read_json(spec_path)
     X_tr, y_tr = split_xy(frame, spec, "train")
     X_va, y_va = split_xy(frame, spec, "valid")
     cats = categorical_indices(spec)
+    names = feature_names(spec)
     seed = int(params["base"]["seed"])
-    booster = train_gbm(
-        X_tr, y_tr, X_va, y_va, feature_names=feature_names(spec), categorical=cats, params=params, seed=seed
-    )
+    booster = train_gbm(X_tr, y_tr, X_va, y_va, feature_names=names, categorical=cats, params=params, seed=seed)
     n_cats = [len(spec["features"][j]["categories"]) for j in cats]
-    baseline = fit_baseline(X_tr, y_tr, categorical=cats, n_categories=n_cats, C=float(params.get("baseline_c", 1.0)))
-    report = {
+    C = float(params.get("baseline_c", 1.0))
+    baseline = fit_baseline(X_tr, y_tr, categorical=cats, n_categories=n_cats, C=C)
+    margin_va = booster.predict(X_va, raw_score=True)
+    trees = int(booster.current_iteration())
+    report: dict[str, Any] = {
         "train_rows": int(len(y_tr)),
         "valid_rows": int(len(y_va)),
-        "best_iteration": int(booster.current_iteration()),
-        "valid_auc": auc(y_va, booster.predict(X_va, raw_score=True)),
+        "best_iteration": trees,
+        "valid_auc": auc(y_va, margin_va),
         "valid_baseline_lr_auc": auc(y_va, baseline.predict_proba(X_va)),
+        "refit_on_train_and_valid": bool(params.get("refit_on_train_and_valid", False)),
     }
-    return booster.model_to_string(), baseline.to_dict(), report, importance(booster)
+    if report["refit_on_train_and_valid"]:
+        X_all, y_all = np.vstack([X_tr, X_va]), np.concatenate([y_tr, y_va])
+        booster = refit_gbm(X_all, y_all, feature_names=names, categorical=cats, params=params, seed=seed, num_trees=trees)
+        baseline = fit_baseline(X_all, y_all, categorical=cats, n_categories=n_cats, C=C)
+        report["fit_rows"] = int(len(y_all))
+    else:
+        report["fit_rows"] = int(len(y_tr))
+    valid_ids = frame.filter(pl.col("split") == "valid")["lead_id"]
+    margins = pl.DataFrame({"lead_id": valid_ids, "margin": margin_va})
+    return Trained(booster.model_to_string(), baseline.to_dict(), report, importance(booster), margins)
 
 
 def log_training(params: dict[str, Any], report: dict[str, Any], files: dict[str, Path], data_files: list[Path]) -> dict[str, str]:
@@ -73,20 +100,24 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=Path("data/artifacts/model.txt"))
     ap.add_argument("--baseline", type=Path, default=Path("data/artifacts/baseline.json"))
     ap.add_argument("--importance", type=Path, default=Path("data/artifacts/importance.json"))
+    ap.add_argument("--valid-margins", type=Path, default=Path("data/artifacts/valid_margins.parquet"))
     ap.add_argument("--run", type=Path, default=Path("data/artifacts/train_run.json"))
     ap.add_argument("--report", type=Path, default=Path("reports/train.json"))
     args = ap.parse_args()
     params = load_params("train")
-    model_text, baseline, report, imp = run(args.features, args.spec, params=params)
-    write_text(args.model, model_text)
-    write_json(args.baseline, baseline)
-    write_json(args.importance, imp)
+    trained = run(args.features, args.spec, params=params)
+    report = trained.report
+    write_text(args.model, trained.model_text)
+    write_json(args.baseline, trained.baseline)
+    write_json(args.importance, trained.importance)
+    write_frame(trained.valid_margins, args.valid_margins)
     write_json(args.report, report)
     run_info = log_training(params, report, {"model": args.model, "spec": args.spec, "baseline": args.baseline},
                             [args.features, args.spec])
     write_json(args.run, run_info)
+    refit = f", refit on {report['fit_rows']} train + valid rows" if report["refit_on_train_and_valid"] else ""
     print(f"train: {report['best_iteration']} trees, valid AUC {report['valid_auc']:.4f} "
-          f"(LR baseline {report['valid_baseline_lr_auc']:.4f}); MLflow run {run_info['run_id']}")
+          f"(LR baseline {report['valid_baseline_lr_auc']:.4f}){refit}; MLflow run {run_info['run_id']}")
 
 
 if __name__ == "__main__":

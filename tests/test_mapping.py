@@ -81,6 +81,19 @@ def test_feature_needs_a_description() -> None:
         load_mapping(mapping(numeric={"visits": {"group": "research"}}))
 
 
+def test_reason_and_note_templates_are_checked_when_the_mapping_loads() -> None:
+    ok = {"group": "research", "description": "Visits", "reason": {"for": "Visited {value|time}", "against": [
+        {"if": "value == 0", "text": "Never visited"}, "Only {value|visit}"]}}
+    loaded = load_mapping(mapping(numeric={"visits": ok}))
+    assert loaded["leads"]["numeric"]["visits"]["reason"]["for"] == "Visited {value|time}"
+    with pytest.raises(MappingError, match=r"leads\.numeric\.visits\.reason must be \{for: text, against: text\}"):
+        load_mapping(mapping(numeric={"visits": {**ok, "reason": {"pro": "Visited"}}}))
+    with pytest.raises(MappingError, match=r"leads\.numeric\.visits\.reason\.against\[0\] must be a text or \{if, text\}"):
+        load_mapping(mapping(numeric={"visits": {**ok, "reason": {"against": [{"when": "x", "text": "y"}]}}}))
+    with pytest.raises(MappingError, match=r"leads\.who must be a text or a list"):
+        load_mapping(mapping(who=[]))
+
+
 def test_a_target_is_required() -> None:
     m = mapping()
     del m["leads"]["target"]

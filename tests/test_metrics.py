@@ -139,3 +139,15 @@ def test_mismatched_lengths_and_non_binary_labels_are_refused() -> None:
         M.brier([0, 1], [0.5])
     with pytest.raises(ValueError, match="labels must be 0/1"):
         M.auc([0, 2], [0.1, 0.2])
+
+
+def test_the_auc_interval_holds_the_auc_narrows_with_more_leads_and_repeats_by_seed() -> None:
+    from models.metrics import auc, auc_interval
+
+    rng = np.random.default_rng(3)
+    y = rng.random(4000) < 0.3
+    p = y * 0.8 + rng.normal(size=4000)
+    lo, hi = auc_interval(y, p, seed=1)
+    assert lo < auc(y, p) < hi and auc_interval(y, p, seed=1) == (lo, hi)
+    small_lo, small_hi = auc_interval(y[:400], p[:400], seed=1)
+    assert small_hi - small_lo > 2 * (hi - lo)

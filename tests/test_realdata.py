@@ -22,10 +22,42 @@ LEAKY = {
 }
 
 
-def run_quietly(source: Path, report: Path) -> dict:  # type: ignore[type-arg]
+def run_quietly(source: Path, report: Path, workdir: Path | None = None) -> dict:  # type: ignore[type-arg]
     with contextlib.redirect_stdout(io.StringIO()):
-        run_source(source, report)
+        run_source(source, report, workdir=workdir)
     return json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(LEAKY))
+def test_every_feature_of_a_real_mapping_has_its_own_reason_in_both_directions(name: str) -> None:
+    """Without them a real source's notes fall back to the catalog's generic sentences, written for CRM events."""
+    leads = yaml.safe_load((ROOT / "sources" / f"{name}.yaml").read_text())["leads"]
+    features = {**leads["categorical"], **leads["numeric"]}
+    missing = sorted(c for c, meta in features.items() if set((meta.get("reason") or {})) != {"for", "against"})
+    assert not missing, f"{name}: no reason template for {missing}"
+    assert leads["who"] and leads["what_happened"]
+
+
+@pytest.mark.parametrize("name", sorted(LEAKY))
+def test_real_handoff_notes_are_plain_words_for_every_recommended_lead(name: str, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SQL of the test period gets a note; no note shows a column name, a placeholder or a missing value."""
+    monkeypatch.chdir(ROOT)
+    report = run_quietly(ROOT / "sources" / f"{name}.yaml", tmp_path / "report.json", workdir=tmp_path / "work")
+    notes = [json.loads(line) for line in (tmp_path / "work" / "handoff" / "notes.jsonl").read_text().splitlines()]
+    assert len(notes) == report["explain"]["notes"] == report["decision"]["handoffs"] > 0
+    mapping = yaml.safe_load((ROOT / "sources" / f"{name}.yaml").read_text())["leads"]
+    columns = {*mapping["categorical"], *mapping["numeric"], *mapping.get("rename", {}),
+               *mapping.get("rename", {}).values()}
+    # Column names that are also plain words ("age", "job", "loan", "contact"...) cannot be told apart from prose.
+    technical = {c for c in columns if "_" in c or "." in c or " " in c}
+    for note in notes:
+        texts = [note["headline"], note["who"], note["what_happened"], note["urgency"]["text"],
+                 *(r["text"] for r in note["reasons"]), *([note["against"]["text"]] if note["against"] else [])]
+        for text in texts:
+            assert text and "{" not in text and "None" not in text and "nan" not in text.split(), (note["lead_id"], text)
+            assert not [c for c in technical if c in text], (note["lead_id"], text)
+        assert all(r["points"] >= 1.0 for r in note["reasons"][1:])
 
 
 @pytest.mark.parametrize("name", sorted(LEAKY))
@@ -57,9 +89,8 @@ def test_real_reports_regenerate_identically_and_meet_their_floors(name: str, tm
     assert test["auc"] >= test["baseline_lr_auc"]
     assert report["drift"]["conversion_rate"]["test"] > 0
     assert "test_ece_before" in report["recalibration"] and "test_ece_after" in report["recalibration"]
+    assert report["train"]["refit_on_train_and_valid"] and report["recalibration"]["window_leads_in_sample"] == 0
     if name == "x_education":
         assert test["auc"] >= 0.89
     else:
-        # The issue's floor is 0.67; with the configuration chosen on the valid split the honest figure is 0.63
-        # (see the closing note of issue 8). This asserts what is measured, so a regression still fails.
-        assert report["drift"]["shift_detected"] and test["auc"] >= 0.62
+        assert report["drift"]["shift_detected"] and test["auc"] >= 0.67

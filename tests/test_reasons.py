@@ -101,3 +101,37 @@ def test_the_catalog_phrases_every_feature_of_the_synthetic_spec() -> None:
         for direction in ("for", "against"):
             text = render(group, direction, values, catalog)
             assert "_" not in text and "{" not in text, (group, direction, text)
+
+
+def test_a_sources_own_template_beats_the_groups_generic_sentence() -> None:
+    """A bank's "previous campaign outcome" must not be phrased as the catalog's "Engages with our emails"."""
+    catalog = {"groups": {"engagement": {"for": [{"if": "email_reply_30d > 0", "text": "Replied {email_reply_30d|time}"},
+                                                 "Engages with our emails and events"]}}}
+    own = {"poutcome": {"for": [{"if": "value == 'success'", "text": "Said yes to our previous campaign"}]}}
+    says = render("engagement", "for", {"poutcome": "success"}, catalog, top_feature="poutcome", spec_templates=own)
+    assert says == "Said yes to our previous campaign"
+    # A group variant whose condition holds still comes first; the generic sentence is the last resort.
+    assert render("engagement", "for", {"email_reply_30d": 2, "poutcome": "success"}, catalog,
+                  top_feature="poutcome", spec_templates=own) == "Replied 2 times"
+    assert render("engagement", "for", {"poutcome": "failure"}, catalog, top_feature="poutcome",
+                  spec_templates=own) == "Engages with our emails and events"
+
+
+def test_reasons_that_add_less_than_a_point_are_left_out_but_the_strongest_stays() -> None:
+    values = {"page_pricing_7d": 2, "industry": "software", "visits": 1}
+    contrib = np.array([0.8, 0.01, 0.0])
+    groups, _ = group_contributions(contrib[None, :], SPEC)
+    reasons, against = reasons_for_lead(values, contrib, np.array([0.4, 9.0, -0.3]), groups, SPEC, CATALOG, top=3)
+    assert [r.group for r in reasons] == ["pricing_interest"] and against is None
+    reasons, _ = reasons_for_lead(values, contrib, np.array([-0.2, 0.3, -0.4]), groups, SPEC, CATALOG, top=3)
+    assert [r.group for r in reasons] == ["pricing_interest"]
+
+
+def test_the_note_never_prints_a_plus_minus_sign_for_points_that_round_to_zero() -> None:
+    from models.handoff import note_markdown
+
+    reason = {"group": "g", "label": "G", "text": "A reason", "points": -0.0, "logodds": 0.0}
+    note = {"lead_id": "a", "score": 20, "decision": "SQL", "who": "w", "reasons": [reason, {**reason, "points": 3.4}],
+            "against": {**reason, "points": -2.6}, "urgency": {"text": "u"}, "what_happened": "h"}
+    text = note_markdown(note)
+    assert "+-" not in text and "(+0 pts)" in text and "(+3 pts)" in text and "(-3 pts)" in text

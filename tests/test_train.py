@@ -1,0 +1,49 @@
+"""Training: the optional refit on train + valid, and calibration on held-out margins either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from features.spec import to_matrix
+from pipelines import calibrate, train
+from pipelines.io import read_json
+
+
+def params_for(repo: Path, **overrides: object) -> dict[str, object]:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    return {"base": params["base"], **params["train"], **overrides}
+
+
+def test_refit_uses_train_and_valid_with_the_tree_count_chosen_on_valid(pipeline_repo: Path) -> None:
+    features, spec_path = pipeline_repo / "data/features/features.parquet", pipeline_repo / "data/artifacts/feature_spec.json"
+    plain = train.run(features, spec_path, params=params_for(pipeline_repo, refit_on_train_and_valid=False))
+    refit = train.run(features, spec_path, params=params_for(pipeline_repo, refit_on_train_and_valid=True))
+    r0, r1 = plain.report, refit.report
+    assert r1["fit_rows"] == r0["train_rows"] + r0["valid_rows"] and r0["fit_rows"] == r0["train_rows"]
+    assert r1["best_iteration"] == r0["best_iteration"] == lgb.Booster(model_str=refit.model_text).current_iteration()
+    assert refit.model_text != plain.model_text and refit.baseline != plain.baseline
+    # The margins handed to calibrate are the held-out ones of the booster that never saw valid: the same either way,
+    # and different from the refit booster's own (in-sample) margins on valid.
+    assert refit.valid_margins.equals(plain.valid_margins)
+    frame, spec = pl.read_parquet(features), read_json(spec_path)
+    valid = frame.filter(pl.col("split") == "valid")
+    own = lgb.Booster(model_str=refit.model_text).predict(to_matrix(valid, spec), raw_score=True)
+    held = calibrate.held_out_margin(valid, refit.valid_margins)
+    np.testing.assert_allclose(held, lgb.Booster(model_str=plain.model_text).predict(to_matrix(valid, spec),
+                                                                                      raw_score=True))
+    assert not np.allclose(own, held)
+
+
+def test_calibrate_refuses_margins_that_do_not_cover_the_valid_split(pipeline_repo: Path) -> None:
+    frame = pl.read_parquet(pipeline_repo / "data/features/features.parquet")
+    valid = frame.filter(pl.col("split") == "valid")
+    margins = pl.read_parquet(pipeline_repo / "data/artifacts/valid_margins.parquet")
+    assert calibrate.held_out_margin(valid, margins).shape == (valid.height,)
+    with pytest.raises(ValueError, match=r"1 of \d+ valid leads have none"):
+        calibrate.held_out_margin(valid, margins.slice(1))
