@@ -6,7 +6,7 @@ For one source mapping (its `params:` applied) this prints:
 - the test AUC of the mapping's configuration refit on train + valid under `--seeds` seeds, with feature_fraction
   as configured, at 0.8 and at 1.0 (seed-free), so a single figure can be put in its spread.
 
-python benchmarks/real_stability.py --source sources/bank_marketing.yaml [--seeds 20] [--blocks 5]
+python benchmarks/real_stability.py --source sources/<name>.yaml [--seeds 20] [--blocks 5]
 
 An analysis script, not a test: it reads the test split on purpose, to report the spread, never to choose.
 """

@@ -15,6 +15,7 @@ from models.reasons import (
     group_contributions,
     reasons_for_lead,
     spec_templates,
+    strongest_features,
     to_points,
 )
 from models.treeshap import TreeShap
@@ -64,11 +65,13 @@ def build_notes(
     groups = list(ex["groups"])
     decisions = bundle.decide(p)
     templates = spec_templates(bundle.spec)
+    best = strongest_features(ex["contrib"], bundle.spec, groups)
     notes = []
     for i, row in enumerate(rows):
         values = derived_values({**(who[i] if who else {}), **row})
         reasons, against = reasons_for_lead(values, ex["contrib"][i], ex["points"][i], groups, bundle.spec, catalog,
-                                            top=top, templates=templates)
+                                            top=top, templates=templates, group_logodds=ex["group_contrib"][i],
+                                            best=best[i], derived=True)
         top_share = max(1, int(round(100 - float(pct[i]))))
         note = {
             "lead_id": row["lead_id"],

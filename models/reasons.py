@@ -7,6 +7,7 @@ a silent fallback to the column name.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from features.schema import EVENT_TYPES, GROUPS
 
 _CONDITION = re.compile(r"^\s*(\w+)\s*(>=|<=|==|!=|>|<)\s*(.+?)\s*$")
 _PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^}|]+)(?:\|([^}]+))?)?\}")
+_ABSENT = object()
 
 #: How a rep would name each high-intent action, for "the latest buying signal".
 HIGH_INTENT_PHRASE = {
@@ -66,6 +68,17 @@ def group_contributions(contrib: np.ndarray, spec: Mapping[str, Any]) -> tuple[l
     for j, f in enumerate(feats):
         out[:, index[f["group"]]] += contrib[:, j]
     return groups, out
+
+
+def strongest_features(contrib: np.ndarray, spec: Mapping[str, Any], groups: Sequence[str]) -> np.ndarray:
+    """(n, G) names of each group's feature with the largest |contribution| per row (the first one on ties): the
+    feature whose template phrases the group when its variants cannot."""
+    names = np.array([f["name"] for f in spec["features"]], dtype=object)
+    out = np.empty((contrib.shape[0], len(groups)), dtype=object)
+    for k, g in enumerate(groups):
+        idx = np.array([j for j, f in enumerate(spec["features"]) if f["group"] == g])
+        out[:, k] = names[idx[np.argmax(np.abs(contrib[:, idx]), axis=1)]]
+    return out
 
 
 def to_points(group_contrib: np.ndarray, score: np.ndarray, base_score: float, margin: np.ndarray,
@@ -143,24 +156,30 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+@functools.lru_cache(maxsize=4096)
+def _parts(template: str) -> tuple[tuple[str, str | None, str | None, str | None], ...]:
+    """A template split once into (literal text, name, noun, plural) pieces, so filling needs no regex."""
+    pieces = _PLACEHOLDER.split(template)  # literal, name, noun, plural, literal, ...
+    out = [(pieces[i], pieces[i + 1], pieces[i + 2], pieces[i + 3]) for i in range(0, len(pieces) - 1, 4)]
+    return (*out, (pieces[-1], None, None, None))
+
+
 def fill(template: str, values: Mapping[str, Any]) -> str | None:
     """Fill `{name}` and `{name|noun}` / `{name|noun|plural}` placeholders; None if a value is absent or missing."""
-    missing = False
-
-    def sub(m: re.Match[str]) -> str:
-        nonlocal missing
-        name, noun, plural = m.groups()
-        if name not in values or _is_missing(values[name]):
-            missing = True
-            return ""
-        text = _fmt(values[name])
+    out: list[str] = []
+    for literal, name, noun, plural in _parts(template):
+        out.append(literal)
+        if name is None:
+            continue
+        v = values.get(name, _ABSENT)
+        if v is _ABSENT or _is_missing(v):
+            return None
+        text = _fmt(v)
         if noun:
-            one = _is_number(values[name]) and abs(float(values[name]) - 1.0) < 1e-9
+            one = _is_number(v) and abs(float(v) - 1.0) < 1e-9
             text = f"{text} {noun if one else (plural or noun + 's')}"
-        return text
-
-    out = _PLACEHOLDER.sub(sub, template)
-    return None if missing else out
+        out.append(text)
+    return "".join(out)
 
 
 def _is_number(v: Any) -> bool:
@@ -204,7 +223,7 @@ def render(group: str, direction: str, values: Mapping[str, Any], catalog: Mappi
     text = first_variant([v for v in variants if v not in generic], vals)
     if text is None and top_feature is not None:
         # The source's own words for its column beat the group's generic sentence ("Engages with our emails and
-        # events" is wrong for a bank's previous-campaign outcome).
+        # events" is wrong for a source whose engagement column is a previous campaign's outcome).
         templates = dict(catalog.get("features", {}).get(top_feature, {}))
         templates.update((spec_templates or {}).get(top_feature, {}))
         text = first_variant(templates.get(direction), {**vals, "value": vals.get(top_feature)})
@@ -237,25 +256,27 @@ def reasons_for_lead(
     most: int = 5,
     min_points: float = 1.0,
     templates: Mapping[str, Mapping[str, str]] | None = None,
+    group_logodds: np.ndarray | None = None,
+    best: Sequence[str] | None = None,
+    derived: bool = False,
 ) -> tuple[list[Reason], Reason | None]:
     """Reasons for, by points: the strongest, then the rest of the `top` strongest that add at least `min_points`,
     then any further group adding at least `extra_points`, up to `most`; and the strongest reason against (None
-    when nothing pulls the score down by `min_points`)."""
-    feats = spec["features"]
-    templates = spec_templates(spec) if templates is None else templates
-    vals = derived_values(values)
-    group_logodds = np.zeros(len(groups))
-    best_feature: dict[str, tuple[float, str]] = {}
-    gindex = {g: i for i, g in enumerate(groups)}
-    for j, f in enumerate(feats):
-        g = f["group"]
-        group_logodds[gindex[g]] += contrib_row[j]
-        if g not in best_feature or abs(contrib_row[j]) > best_feature[g][0]:
-            best_feature[g] = (abs(contrib_row[j]), f["name"])
+    when nothing pulls the score down by `min_points`).
 
+    Batch callers pass what they computed for all rows at once: `group_logodds` (this row of
+    `group_contributions`), `best` (this row of `strongest_features`) and `derived=True` (values already derived).
+    """
+    templates = spec_templates(spec) if templates is None else templates
+    vals = values if derived else derived_values(values)
+    if group_logodds is None:
+        group_logodds = group_contributions(contrib_row[None, :], spec)[1][0]
+    if best is None:
+        best = strongest_features(contrib_row[None, :], spec, groups)[0]
+    best_feature = dict(zip(groups, best, strict=True))
     def make(i: int, direction: str) -> Reason:
         g = groups[i]
-        text = render(g, direction, vals, catalog, top_feature=best_feature[g][1], spec_templates=templates,
+        text = render(g, direction, vals, catalog, top_feature=best_feature[g], spec_templates=templates,
                       derived=True)
         return Reason(g, group_label(g, catalog), text, round(float(points_row[i]), 1), round(float(group_logodds[i]), 4))
 

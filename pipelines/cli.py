@@ -146,11 +146,22 @@ def run_source(
     workdir: Annotated[Path | None, typer.Option(help="Folder for intermediate files; default a temp folder.")] = None,
     recalibrate_recent: Annotated[float | None, typer.Option(help="Also recalibrate on this most recent share of the valid+train period.")] = None,
 ) -> None:
-    """Run ingest -> featurize -> train -> calibrate -> evaluate on an export by its mapping alone (no DVC)."""
+    """Run ingest -> featurize -> train -> calibrate -> evaluate -> explain on an export by its mapping alone (no DVC)."""
     from pipelines.realdata import run_source as run
 
     result = run(source, report, workdir=workdir, recalibrate_recent=recalibrate_recent, console=console)
     console.print(result)
+
+
+@app.command("source-params")
+@exits_cleanly
+def source_params(source: Annotated[Path, typer.Argument(help="Source mapping YAML (sources/*.yaml).")]) -> None:
+    """Print the `-S` flags that run the DVC pipeline on SOURCE with the mapping's own `params:` overrides:
+    dvc exp run $(leadlift source-params sources/mine.yaml). DVC reads only params.yaml; this makes the overrides
+    explicit, so `dvc exp show` lists what was actually used."""
+    from pipelines.realdata import source_flags
+
+    typer.echo(" ".join(source_flags(source)))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from features.schema import CONVERTED, EVENT_TYPE
 from features.synthetic import generate_chunks, generate_new_batch, snapshot_at
-from pipelines.io import atomic_path, load_params, write_json
+from pipelines.io import atomic_path, load_params, write_json, write_text
 
 TABLES: tuple[str, ...] = ("leads", "events", "outcomes", "truth")
 #: Leads per chunk: about 5M events, a few hundred MB at the peak.
@@ -158,8 +158,41 @@ def _progress(leads: int, show: bool | None) -> Iterator[Any]:
         yield lambda n: bar.advance(task, n)
 
 
+def is_synthetic(source: Path) -> bool:
+    """Is `source` the mapping of leadlift's own synthetic export (the only one `generate` can write)?"""
+    import yaml
+
+    return (yaml.safe_load(source.read_text()) or {}).get("name") == "synthetic"
+
+
+def source_batch(source: Path, out_dir: Path, *, leads: int, ingest_params: dict[str, Any]) -> dict[str, Any]:
+    """For a user's own export: its newest `leads` leads, mapped to the canonical tables, as the batch the `score`
+    stage scores (there is no synthetic batch for a real export, and a synthetic one would not fit its model)."""
+    import tempfile
+
+    from features.schema import CREATED_AT, LEAD_ID
+    from pipelines import ingest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ingest.run(source, Path(tmp), params=ingest_params, echo=lambda _line: None)
+        batch = pl.read_parquet(Path(tmp) / "leads.parquet").sort(CREATED_AT, LEAD_ID).tail(leads)
+        events = pl.read_parquet(Path(tmp) / "events.parquet").filter(pl.col(LEAD_ID).is_in(batch[LEAD_ID].implode()))
+    for table, frame in (("leads", batch), ("events", events)):
+        with atomic_path(out_dir / f"{table}.parquet") as tmp_path:
+            frame.write_parquet(tmp_path)
+    newest = batch[CREATED_AT].max()
+    summary = {"source": str(source), "as_of": newest.isoformat() if isinstance(newest, datetime) else None,
+               "leads": batch.height, "events": events.height, "files": ["leads.parquet", "events.parquet"]}
+    write_json(out_dir / "manifest.json", summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The DVC stage: params `generate` + `base` -> the export and the batch of new leads."""
+    """The DVC stage: params `generate` + `base` -> the export and the batch of new leads.
+
+    With `base.source` set to a user's own export, there is nothing to generate: data/raw only says so, and the
+    batch of new leads is the export's newest `generate.new_leads` leads.
+    """
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("data/raw"), help="folder for the export")
     ap.add_argument("--new-out", type=Path, default=Path("data/new"), help="folder for the batch of new leads")
@@ -167,6 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     params = load_params("generate", args.params)
     base = params["base"]
+    source = Path(base["source"])
+    if not is_synthetic(source):
+        write_text(args.out / "README.md", f"No synthetic export: base.source is {source}, a user's own export.\n")
+        new = source_batch(source, args.new_out, leads=int(params["new_leads"]),
+                           ingest_params=load_params("ingest", args.params))
+        print(f"generate: nothing to generate for {source}; its newest {new['leads']:,} leads -> {args.new_out}")
+        return
     common = {"seed": int(base["seed"]), "observation_days": int(base["observation_days"]),
               "horizon_days": int(base["horizon_days"])}  # fmt: skip
     summary = run(args.out, leads=int(params["leads"]), start=str(params["start"]), months=int(params["months"]),

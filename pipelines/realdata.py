@@ -40,6 +40,36 @@ def source_params(source: Path) -> dict[str, Any]:
     return params
 
 
+def source_flags(source: Path) -> list[str]:
+    """`dvc exp run` flags for `source`: base.source plus every `params:` override as `-S section.key=value`.
+
+    Nested values (a split) become one flag per leaf, and values are written as YAML so DVC parses them back."""
+    overrides = (yaml.safe_load(source.read_text()) or {}).get("params") or {}
+
+    def leaves(prefix: str, value: Any) -> list[tuple[str, Any]]:
+        if isinstance(value, dict):
+            return [leaf for k, v in value.items() for leaf in leaves(f"{prefix}.{k}", v)]
+        return [(prefix, value)]
+
+    known = load_params()
+
+    def exists(key: str) -> bool:
+        node: Any = known
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    flags = ["-S", f"base.source={source}"]
+    for section_name, values in overrides.items():
+        for key, value in leaves(section_name, values):
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            # "+key" adds a key params.yaml does not have (Hydra's override grammar, which `dvc exp run -S` uses).
+            flags += ["-S", f"{'' if exists(key) else '+'}{key}={text}"]
+    return flags
+
+
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return {"base": params["base"], **params.get(name, {})}
 

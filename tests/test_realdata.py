@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import polars as pl
+
 from features.leakguard import LeakError
-from pipelines.realdata import run_source
-from tests.conftest import ROOT, needs_shared_data
+from pipelines.realdata import run_source, source_flags
+from tests.conftest import ROOT, SHARED_DATA, copy_repo, needs_shared_data, run
 
 pytestmark = [needs_shared_data, pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")]
 
@@ -26,6 +29,38 @@ def run_quietly(source: Path, report: Path, workdir: Path | None = None) -> dict
     with contextlib.redirect_stdout(io.StringIO()):
         run_source(source, report, workdir=workdir)
     return json.loads(report.read_text())
+
+
+def test_source_flags_turn_a_mappings_overrides_into_dvc_set_flags(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    mapping = tmp_path / "mine.yaml"
+    mapping.write_text(yaml.safe_dump({"name": "mine", "params": {
+        "featurize": {"split": {"train": 0.5, "valid": 0.2, "test": 0.3}}, "train": {"refit_on_train_and_valid": True},
+        "calibrate": {"recalibrate_recent": 0.1}}}, sort_keys=False))
+    assert source_flags(mapping) == [
+        "-S", f"base.source={mapping}", "-S", "featurize.split.train=0.5", "-S", "featurize.split.valid=0.2",
+        "-S", "featurize.split.test=0.3", "-S", "train.refit_on_train_and_valid=true",
+        "-S", "+calibrate.recalibrate_recent=0.1"]
+
+
+def test_dvc_runs_a_real_export_end_to_end_with_the_mappings_params(tmp_path: Path) -> None:
+    """`dvc exp run $(leadlift source-params ...)` gives the same model as run-source, and `score` scores the
+    export's newest leads (there is no synthetic batch to score for a real export)."""
+    repo = copy_repo(tmp_path / "repo", {})
+    source = repo / "sources" / "x_education.yaml"
+    mapping = yaml.safe_load(source.read_text())
+    mapping["leads"]["path"] = str(SHARED_DATA / "x-education-leads" / "Leads.csv")
+    source.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "absolute path"], repo)
+    flags = run(["leadlift", "source-params", "sources/x_education.yaml"], repo).stdout.split()
+    run([sys.executable, "-m", "dvc", "exp", "run", *flags], repo, timeout=900)
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    committed = json.loads((ROOT / "reports" / "real" / "x_education.json").read_text())
+    assert metrics["test"]["auc"] == pytest.approx(committed["test"]["auc"], abs=1e-9)
+    assert metrics["test"]["baseline_lr_auc"] == pytest.approx(committed["test"]["baseline_lr_auc"], abs=1e-9)
+    scores = pl.read_parquet(repo / "data" / "scores" / "scores.parquet")
+    assert scores.height == 2000 and not (repo / "data" / "raw" / "leads.parquet").exists()
 
 
 @pytest.mark.parametrize("name", sorted(LEAKY))
