@@ -65,7 +65,8 @@ def make_batch(folder: Path, leads: int, repo: Path) -> dict[str, Any]:
     t = time.perf_counter()
     summary = run_new_batch(folder, leads=leads, seed=int(base["seed"]) + 1,
                             as_of=snapshot_at(str(params["start"]), int(params["months"])),
-                            observation_days=int(base["observation_days"]), horizon_days=int(base["horizon_days"]))  # fmt: skip
+                            observation_days=int(base["observation_days"]),
+                            horizon_days=int(base["horizon_days"]))  # fmt: skip
     return {**summary, "seconds": time.perf_counter() - t}
 
 
@@ -222,10 +223,12 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[st
                    cwd=repo, env=env)  # fmt: skip
     print(f"load average: {load:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
     n = ours["scored"]
-    print(f"leadlift score (pipelines.score.score_file): {ours['seconds']:8.2f} s wall, CPU {ours['cpu_seconds']:.1f} s, "
-          f"{n / ours['seconds']:,.0f} leads/s, peak RSS {ours['peak_rss_gb']:.2f} GB "
-          f"(child incl. startup {ours['process_seconds']:.1f} s); {ours['sql']:,} SQL with reasons + notes; "
-          f"rows in {ours['rows_in']:,} = scored {ours['scored']:,} + quarantined {ours['quarantined']:,}")
+    print(
+        f"leadlift score (pipelines.score.score_file): {ours['seconds']:8.2f} s wall, CPU {ours['cpu_seconds']:.1f} s, "
+        f"{n / ours['seconds']:,.0f} leads/s, peak RSS {ours['peak_rss_gb']:.2f} GB "
+        f"(child incl. startup {ours['process_seconds']:.1f} s); {ours['sql']:,} SQL with reasons + notes; "
+        f"rows in {ours['rows_in']:,} = scored {ours['scored']:,} + quarantined {ours['quarantined']:,}"
+    )
     flag = " (includes an EXTRAPOLATED shap time)" if peer["shap_extrapolated"] else ""
     print(f"peer (MLflow pyfunc + shap.TreeExplainer):     {peer['seconds']:8.2f} s wall{flag}, "
           f"{peer['rows'] / peer['seconds']:,.0f} leads/s, peak RSS {peer['peak_rss_gb']:.2f} GB "
@@ -234,9 +237,12 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[st
         print(f"    peer {phase:<48} {secs:8.2f} s")
     shap_s = next(v for k, v in peer["phases"].items() if k.startswith("shap"))
     if peer["shap_extrapolated"]:
-        print(f"    shap: timed on a random sample of {peer['shap_sample_rows']:,} of {peer['sql']:,} SQL rows "
-              f"({peer['shap_sample_seconds']:.1f} s, {peer['shap_sample_rows'] / max(peer['shap_sample_seconds'], 1e-9):,.0f} rows/s), "
-              f"EXTRAPOLATED linearly to all SQLs; the peer's peak RSS is that of the sample run")
+        print(
+            f"    shap: timed on a random sample of {peer['shap_sample_rows']:,} of {peer['sql']:,} SQL rows "
+            f"({peer['shap_sample_seconds']:.1f} s, "
+            f"{peer['shap_sample_rows'] / max(peer['shap_sample_seconds'], 1e-9):,.0f} rows/s), "
+            f"EXTRAPOLATED linearly to all SQLs; the peer's peak RSS is that of the sample run"
+        )
     elif peer["sql"]:
         how = (f"a first random {peer['shap_sample_rows']:,} to estimate, then the rest"
                if peer["shap_sample_rows"] < peer["sql"] else "in one call")
@@ -302,8 +308,11 @@ def main() -> None:
               f"({b['ours']['peak_rss_gb'] / a['ours']['peak_rss_gb']:.2f}x); peer "
               f"{a['peer']['peak_rss_gb']:.2f} -> {b['peer']['peak_rss_gb']:.2f} GB "
               f"({b['peer']['peak_rss_gb'] / a['peer']['peak_rss_gb']:.2f}x)")
-        print(f"time {a['leads']:,} -> {b['leads']:,} leads: leadlift "
-              f"{b['ours']['seconds'] / a['ours']['seconds']:.1f}x, peer {b['peer']['seconds'] / a['peer']['seconds']:.1f}x")
+        print(
+            f"time {a['leads']:,} -> {b['leads']:,} leads: leadlift "
+            f"{b['ours']['seconds'] / a['ours']['seconds']:.1f}x, "
+            f"peer {b['peer']['seconds'] / a['peer']['seconds']:.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Benchmark a threshold experiment against the full pipeline: `dvc exp run -S calibrate.policy=capacity ...` vs `dvc repro`.
+"""Benchmark a threshold experiment against the full pipeline.
+
+`dvc exp run -S calibrate.policy=capacity ...` against a full `dvc repro`.
 
     python benchmarks/bench_threshold_experiment.py            # default params.yaml (generate.leads as shipped)
     python benchmarks/bench_threshold_experiment.py --small    # generate.leads=4000
@@ -142,8 +144,10 @@ def main() -> None:
             in_exp = {s: times[s] for s in exp.ran if s in times}
             if in_exp:
                 top = max(in_exp, key=lambda s: in_exp[s])
-                print(f"dominant stage of the experiment: {top} ({in_exp[top]:.1f} s of {sum(in_exp.values()):.1f} s "
-                      f"summed over its {len(in_exp)} stages; {in_exp[top] / exp.seconds:.0%} of the experiment's wall)")
+                print(
+                    f"dominant stage of the experiment: {top} ({in_exp[top]:.1f} s of {sum(in_exp.values()):.1f} s "
+                    f"summed over its {len(in_exp)} stages; {in_exp[top] / exp.seconds:.0%} of the experiment's wall)"
+                )
             top_all = max(times, key=lambda s: times[s])
             print(f"dominant stage of the full run: {top_all} ({times[top_all]:.1f} s of {sum(times.values()):.1f} s)")
     finally:

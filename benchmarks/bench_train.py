@@ -70,7 +70,8 @@ def prepare(folder: Path, leads: int) -> dict[str, Any]:
     times["ingest"] = time.perf_counter() - t
     t = time.perf_counter()
     interim = folder / "data" / "interim"
-    frame, spec, report = featurize(pl.scan_parquet(interim / "leads.parquet"), pl.scan_parquet(interim / "events.parquet"),
+    frame, spec, report = featurize(pl.scan_parquet(interim / "leads.parquet"),
+                                    pl.scan_parquet(interim / "events.parquet"),
                                     pl.scan_parquet(interim / "outcomes.parquet"), read_json(interim / "source.json"),
                                     params)  # fmt: skip
     write_frame(frame, folder / "features.parquet")
@@ -135,7 +136,9 @@ def run_task(task: str, folder: Path) -> dict[str, Any]:
     elif task == "lr":
         n_cats = [len(spec["features"][j]["categories"]) for j in cats]
         t, c = time.perf_counter(), _cpu()
-        baseline = fit_baseline(X_tr, y_tr, categorical=cats, n_categories=n_cats, C=float(params.get("baseline_c", 1.0)))
+        baseline = fit_baseline(
+            X_tr, y_tr, categorical=cats, n_categories=n_cats, C=float(params.get("baseline_c", 1.0))
+        )
         out["seconds"], out["cpu_seconds"] = time.perf_counter() - t, _cpu() - c
         out["valid_auc"] = auc(y_va, baseline.predict_proba(X_va))
     return out
@@ -197,18 +200,27 @@ def bench_size(leads: int, data_root: Path, *, stage_max_leads: int) -> dict[str
     if "stage" not in res:
         print(f"stage (pipelines.train.run) not run above --stage-max-leads={stage_max_leads:,}: it is gbm + lr + AUCs")
     for label, r, extra in lines:
-        print(f"{label:<40} wall {r['seconds']:8.2f} s  CPU {r['cpu_seconds']:8.2f} s  peak RSS {r['peak_rss_gb']:5.2f} GB  "
-              f"(child incl. startup {r['process_seconds']:.1f} s)  {extra}")
+        print(
+            f"{label:<40} wall {r['seconds']:8.2f} s  CPU {r['cpu_seconds']:8.2f} s  "
+            f"peak RSS {r['peak_rss_gb']:5.2f} GB  "
+            f"(child incl. startup {r['process_seconds']:.1f} s)  {extra}"
+        )
     gbm, lr = res["gbm"]["seconds"], res["lr"]["seconds"]
     print(f"train rows {n:,} ({res['gbm']['features']} features), valid rows {res['gbm']['valid_rows']:,}")
     print(f"per 100k train rows: GBM {gbm * per100k:.2f} s, LR {lr * per100k:.2f} s; "
           f"GBM {n / gbm:,.0f} rows/s, LR {n / lr:,.0f} rows/s")
-    print(f"ratio GBM / LR baseline time: wall {gbm / lr:.2f}x, CPU {res['gbm']['cpu_seconds'] / res['lr']['cpu_seconds']:.2f}x; "
-          f"GBM peak RSS over the load floor: "
-          f"+{res['gbm']['peak_rss_gb'] - res['load']['peak_rss_gb']:.2f} GB, LR: "
-          f"+{res['lr']['peak_rss_gb'] - res['load']['peak_rss_gb']:.2f} GB")
-    print(f"diagnostic: gbm with spinning OpenMP waits / with passive waits: wall "
-          f"{gbm / res['gbm_passive']['seconds']:.2f}x, CPU {res['gbm']['cpu_seconds'] / res['gbm_passive']['cpu_seconds']:.2f}x")
+    print(
+        f"ratio GBM / LR baseline time: wall {gbm / lr:.2f}x, "
+        f"CPU {res['gbm']['cpu_seconds'] / res['lr']['cpu_seconds']:.2f}x; "
+        f"GBM peak RSS over the load floor: "
+        f"+{res['gbm']['peak_rss_gb'] - res['load']['peak_rss_gb']:.2f} GB, LR: "
+        f"+{res['lr']['peak_rss_gb'] - res['load']['peak_rss_gb']:.2f} GB"
+    )
+    print(
+        f"diagnostic: gbm with spinning OpenMP waits / with passive waits: wall "
+        f"{gbm / res['gbm_passive']['seconds']:.2f}x, "
+        f"CPU {res['gbm']['cpu_seconds'] / res['gbm_passive']['cpu_seconds']:.2f}x"
+    )
     return {"leads": leads, **res}
 
 
@@ -238,11 +250,14 @@ def main() -> None:
     results = [bench_size(n, args.data, stage_max_leads=args.stage_max_leads) for n in sizes]
     if len(results) > 1:
         a, b = results[0], results[-1]
-        print(f"\nscaling {a['leads']:,} -> {b['leads']:,} leads "
-              f"({b['gbm']['train_rows'] / a['gbm']['train_rows']:.1f}x train rows): "
-              f"GBM time {b['gbm']['seconds'] / a['gbm']['seconds']:.1f}x, LR time {b['lr']['seconds'] / a['lr']['seconds']:.1f}x, "
-              f"GBM (passive waits) time {b['gbm_passive']['seconds'] / a['gbm_passive']['seconds']:.1f}x, "
-              f"GBM peak RSS {b['gbm']['peak_rss_gb'] / a['gbm']['peak_rss_gb']:.1f}x")
+        print(
+            f"\nscaling {a['leads']:,} -> {b['leads']:,} leads "
+            f"({b['gbm']['train_rows'] / a['gbm']['train_rows']:.1f}x train rows): "
+            f"GBM time {b['gbm']['seconds'] / a['gbm']['seconds']:.1f}x, "
+            f"LR time {b['lr']['seconds'] / a['lr']['seconds']:.1f}x, "
+            f"GBM (passive waits) time {b['gbm_passive']['seconds'] / a['gbm_passive']['seconds']:.1f}x, "
+            f"GBM peak RSS {b['gbm']['peak_rss_gb'] / a['gbm']['peak_rss_gb']:.1f}x"
+        )
 
 
 if __name__ == "__main__":

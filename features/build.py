@@ -304,7 +304,7 @@ def _edges(windows: list[int]) -> list[int]:
 
 
 def _event_schema(windows: list[int]) -> dict[str, pl.DataType]:
-    schema: dict[str, pl.DataType] = {_ROW: pl.get_index_type()}
+    schema: dict[str, pl.DataType] = {_ROW: pl.get_index_type()}  # type: ignore[dict-item]
     schema |= {count_name(k, w): pl.Int32() for k in EVENT_KINDS for w in windows}
     schema |= {recency_name(k): pl.Float64() for k in EVENT_KINDS}
     schema |= {HIGH_INTENT_RECENCY: pl.Float64(), VELOCITY: pl.Float64(), BREADTH: pl.Int32(), CAREERS_ONLY: pl.Int8()}

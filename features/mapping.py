@@ -304,18 +304,19 @@ def apply_mapping(
 
     events = None
     if mapping.get("events") is not None:
-        events, origins["events"], dropped["events"], fmt = _apply_events(
+        events, origins["events"], dropped["events"], event_format = _apply_events(
             tables["events"], mapping["events"], mapping, files["events"])
-        time_formats[OCCURRED_AT] = fmt
-    outcomes, fmt = None, None
+        time_formats[OCCURRED_AT] = event_format
+    outcomes = None
+    outcome_format: TimeFormat | None = None
     if target is not None:
-        outcomes, origins["outcomes"], fmt = _outcomes_from_target(base, target, lid_origin, files["leads"])
+        outcomes, origins["outcomes"], outcome_format = _outcomes_from_target(base, target, lid_origin, files["leads"])
         dropped["outcomes"] = {"leaky": [], "undeclared": []}
     elif mapping.get("outcomes") is not None:
-        outcomes, origins["outcomes"], dropped["outcomes"], fmt = _apply_outcomes(
+        outcomes, origins["outcomes"], dropped["outcomes"], outcome_format = _apply_outcomes(
             tables["outcomes"], mapping["outcomes"], mapping, files["outcomes"], base)
-    if fmt is not None:
-        time_formats[CONVERTED_AT] = fmt
+    if outcome_format is not None:
+        time_formats[CONVERTED_AT] = outcome_format
     has_times = bool((target and target["converted_at"]) or (mapping.get("outcomes") or {}).get("converted_at"))
     source = describe(mapping, has_outcome_times=has_times, time_basis=time_basis)
     return Mapped(
@@ -749,7 +750,7 @@ def _converted_expr(col: str, dtype: pl.DataType, spec: Mapping[str, Any], file:
     pos = _typed_values(spec["positive"] or [], dtype, col, file)
     neg = _typed_values(spec["negative"], dtype, col, file) if spec["negative"] else None
     c = pl.col(col)
-    expr = pl.when(c.is_null()).then(None).when(c.is_in(pos.implode())).then(True)
+    expr: Any = pl.when(c.is_null()).then(None).when(c.is_in(pos.implode())).then(True)
     expr = expr.when(c.is_in(neg.implode())).then(False) if neg is not None else expr.otherwise(False)
     return (expr.otherwise(None) if neg is not None else expr).cast(pl.Boolean)
 

@@ -486,7 +486,8 @@ def driver_terms(features: Frame) -> Frame:
         "company_fit": fit,
         "seniority": _weight(SENIORITY, SENIORITY_WEIGHT),
         "pricing_interest": (
-            PRICING_7D * log1p(n("page_pricing", 7)) + PRICING_8_30D * log1p(n("page_pricing", 30) - n("page_pricing", 7))
+            PRICING_7D * log1p(n("page_pricing", 7))
+            + PRICING_8_30D * log1p(n("page_pricing", 30) - n("page_pricing", 7))
         )
         * _factor(SENIORITY, PRICING_BY_SENIORITY, PRICING_BY_SENIORITY_NULL),
         "demo_trial": pl.sum_horizontal(

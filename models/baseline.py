@@ -81,7 +81,9 @@ def fit_baseline(
         log_scaled.append(log)
         means.append(float(v.mean()))
         scales.append(sd)
-    skeleton = LinearBaseline(numeric, cats, [int(k) for k in n_categories], medians, log_scaled, means, scales, [], 0.0)
+    skeleton = LinearBaseline(
+        numeric, cats, [int(k) for k in n_categories], medians, log_scaled, means, scales, [], 0.0
+    )
     design = _design(X, skeleton)
     lr = LogisticRegression(C=C, max_iter=5000)
     lr.fit(design, y)

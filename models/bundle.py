@@ -66,7 +66,9 @@ BUNDLE_FILES = {
 }
 
 
-def bundle_from_parts(model_text: str, spec: dict[str, Any], calibrator: dict[str, Any], threshold: dict[str, Any]) -> Bundle:
+def bundle_from_parts(
+    model_text: str, spec: dict[str, Any], calibrator: dict[str, Any], threshold: dict[str, Any]
+) -> Bundle:
     """Assemble a bundle from the text of its files (see BUNDLE_FILES)."""
     return Bundle(
         booster=lgb.Booster(model_str=model_text),

@@ -126,7 +126,9 @@ def note_markdown(note: Mapping[str, Any]) -> str:
 
 def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
     """A flat row for CRM import."""
-    row: dict[str, Any] = {k: note[k] for k in ("lead_id", "decision", "score", "probability", "percentile", "headline")}
+    row: dict[str, Any] = {
+        k: note[k] for k in ("lead_id", "decision", "score", "probability", "percentile", "headline")
+    }
     for k in range(top):
         r = note["reasons"][k] if k < len(note["reasons"]) else None
         row[f"reason_{k + 1}"] = r["text"] if r else None

@@ -278,7 +278,9 @@ def reasons_for_lead(
         g = groups[i]
         text = render(g, direction, vals, catalog, top_feature=best_feature[g], spec_templates=templates,
                       derived=True)
-        return Reason(g, group_label(g, catalog), text, round(float(points_row[i]), 1), round(float(group_logodds[i]), 4))
+        return Reason(
+            g, group_label(g, catalog), text, round(float(points_row[i]), 1), round(float(group_logodds[i]), 4)
+        )
 
     order = np.argsort(-points_row, kind="stable")
     # The strongest reason always; the next ones only when they move the score by a whole point (a "+0 pts"

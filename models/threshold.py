@@ -79,7 +79,7 @@ def _pick(policy: str, x: float, u: np.ndarray, cnt: np.ndarray, pos: np.ndarray
     observed = cnt > 0
 
     def last(ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # lowest feasible threshold
-        return ok.any(axis=1), G - 1 - np.argmax(ok[:, ::-1], axis=1)
+        return np.asarray(ok.any(axis=1)), np.asarray(G - 1 - np.argmax(ok[:, ::-1], axis=1))
 
     if policy in ("capacity", "legacy_volume"):
         has, k = last(observed & (n_cum <= x))

@@ -19,7 +19,15 @@ DETERMINISTIC: dict[str, Any] = {
 
 def lgb_params(params: dict[str, Any], *, seed: int) -> dict[str, Any]:
     """Turn the `train` params section into LightGBM's own params."""
-    keep = ("learning_rate", "num_leaves", "max_depth", "min_data_in_leaf", "feature_fraction", "lambda_l2", "cat_smooth")
+    keep = (
+        "learning_rate",
+        "num_leaves",
+        "max_depth",
+        "min_data_in_leaf",
+        "feature_fraction",
+        "lambda_l2",
+        "cat_smooth",
+    )
     out = {k: params[k] for k in keep if k in params}
     return {
         "objective": "binary",

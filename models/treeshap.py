@@ -159,7 +159,7 @@ class TreeShap:
             _explain_block(Xc, out, r0, min(len(Xc), r0 + _BLOCK_ROWS), _BLOCK_ROWS, *sizes, *arrays)
 
         n_blocks = -(-len(Xc) // _BLOCK_ROWS)
-        workers = max(1, min(n_threads or numba.config.NUMBA_NUM_THREADS, n_blocks))
+        workers = max(1, min(n_threads or numba.config.NUMBA_NUM_THREADS, n_blocks))  # type: ignore[attr-defined]
         if workers == 1:
             for block in range(n_blocks):
                 run(block)

@@ -47,7 +47,14 @@ def on_score_scale(p: np.ndarray) -> np.ndarray:
 
 
 def policy_inputs(params: dict[str, Any]) -> dict[str, Any]:
-    keys = ("value_per_conversion", "cost_per_handoff", "reps", "leads_per_rep_per_week", "precision_target", "recall_target")
+    keys = (
+        "value_per_conversion",
+        "cost_per_handoff",
+        "reps",
+        "leads_per_rep_per_week",
+        "precision_target",
+        "recall_target",
+    )
     return {k: params[k] for k in keys}
 
 
@@ -56,7 +63,9 @@ def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndar
     joined = valid.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")
     missing = joined["margin"].null_count()
     if missing or joined.height != valid.height:
-        raise ValueError(f"valid margins do not match the valid split: {missing} of {valid.height} valid leads have none")
+        raise ValueError(
+            f"valid margins do not match the valid split: {missing} of {valid.height} valid leads have none"
+        )
     return joined["margin"].to_numpy().astype(np.float64)
 
 
@@ -91,7 +100,7 @@ def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params:
     calib = {
         "calibrator": calibrator.to_dict(),
         "reference": [float(v) for v in percentile_reference(p_train)],
-        "valid_ece_uncalibrated": ece(y, 1.0 / (1.0 + np.exp(-margin))),
+        "valid_ece_uncalibrated": ece(y, 1.0 / (1.0 + np.exp(-np.asarray(margin)))),
         "valid_ece_in_sample": ece(y, p),
         "valid_positives": int(y.sum()),
     }
@@ -151,9 +160,12 @@ def main() -> None:
     run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))
     write_json(args.run, run_info)
     lo, hi = threshold["interval_90"]["score"]
-    print(f"calibrate: {calib['calibrator']['method']} (valid ECE {calib['valid_ece_uncalibrated']:.3f} -> "
-          f"{calib['valid_ece_in_sample']:.3f}); policy {threshold['policy']}: hand off at score >= {threshold['threshold_score']} "
-          f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week")
+    print(
+        f"calibrate: {calib['calibrator']['method']} (valid ECE {calib['valid_ece_uncalibrated']:.3f} -> "
+        f"{calib['valid_ece_in_sample']:.3f}); policy {threshold['policy']}: "
+        f"hand off at score >= {threshold['threshold_score']} "
+        f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week"
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,11 @@ def generate(
     from pipelines.generate import run
     from pipelines.io import load_params
 
-    base = load_params("generate")["base"] if Path("params.yaml").exists() else {"observation_days": 14, "horizon_days": 60}
+    base = (
+        load_params("generate")["base"]
+        if Path("params.yaml").exists()
+        else {"observation_days": 14, "horizon_days": 60}
+    )
     summary = run(out, leads=leads, seed=seed, start=start, months=months,
                   observation_days=int(base["observation_days"]), horizon_days=int(base["horizon_days"]))
     console.print(summary)
@@ -85,9 +89,13 @@ def score(
     leads: Annotated[Path, typer.Option(help="New leads (CSV or Parquet, canonical columns).")],
     out: Annotated[Path, typer.Option(help="Scored output; .parquet or .csv.")],
     events: Annotated[Path | None, typer.Option(help="Their events.")] = None,
-    as_of: Annotated[datetime | None, typer.Option(help="Decision time (UTC); default: newest event, else now.")] = None,
+    as_of: Annotated[
+        datetime | None, typer.Option(help="Decision time (UTC); default: newest event, else now.")
+    ] = None,
     quarantine: Annotated[Path | None, typer.Option(help="Rejected rows; default <out stem>.quarantine.csv.")] = None,
-    model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")] = "data/artifacts",
+    model: Annotated[
+        str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")
+    ] = "data/artifacts",
     chunk_size: Annotated[int, typer.Option(help="Leads per chunk of feature, explanation and note work.")] = 50000,
 ) -> None:
     """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL."""
@@ -102,9 +110,13 @@ def score(
 @app.command()
 @exits_cleanly
 def threshold(
-    policy: Annotated[str, typer.Option(help="expected_value | capacity | precision_target | recall_target | legacy_volume")],
+    policy: Annotated[
+        str, typer.Option(help="expected_value | capacity | precision_target | recall_target | legacy_volume")
+    ],
     model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI.")] = "data/artifacts",
-    features: Annotated[Path, typer.Option(help="Features with splits (from featurize).")] = Path("data/features/features.parquet"),
+    features: Annotated[Path, typer.Option(help="Features with splits (from featurize).")] = Path(
+        "data/features/features.parquet"
+    ),
     value_per_conversion: Annotated[float | None, typer.Option()] = None,
     cost_per_handoff: Annotated[float | None, typer.Option()] = None,
     reps: Annotated[int | None, typer.Option()] = None,
@@ -144,9 +156,11 @@ def run_source(
     source: Annotated[Path, typer.Option(help="Source mapping YAML (sources/*.yaml).")],
     report: Annotated[Path, typer.Option(help="Where to write the metrics JSON.")],
     workdir: Annotated[Path | None, typer.Option(help="Folder for intermediate files; default a temp folder.")] = None,
-    recalibrate_recent: Annotated[float | None, typer.Option(help="Also recalibrate on this most recent share of the valid+train period.")] = None,
+    recalibrate_recent: Annotated[
+        float | None, typer.Option(help="Also recalibrate on this most recent share of the valid+train period.")
+    ] = None,
 ) -> None:
-    """Run ingest -> featurize -> train -> calibrate -> evaluate -> explain on an export by its mapping alone (no DVC)."""
+    """Run ingest, featurize, train, calibrate, evaluate and explain on an export by its mapping alone (no DVC)."""
     from pipelines.realdata import run_source as run
 
     result = run(source, report, workdir=workdir, recalibrate_recent=recalibrate_recent, console=console)

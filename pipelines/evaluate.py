@@ -102,8 +102,17 @@ def fidelity(notes: list[dict[str, Any]], truth: pl.DataFrame) -> float | None:
     return float(np.mean(hits)) if hits else None
 
 
-def write_plots(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline | None, importance: dict[str, float],
-                metrics: dict[str, Any], calib_params: dict[str, Any], plots_dir: Path, figures: Path, seed: int) -> None:
+def write_plots(
+    test: pl.DataFrame,
+    bundle: Bundle,
+    baseline: LinearBaseline | None,
+    importance: dict[str, float],
+    metrics: dict[str, Any],
+    calib_params: dict[str, Any],
+    plots_dir: Path,
+    figures: Path,
+    seed: int,
+) -> None:
     y = test["label"].to_numpy().astype(np.float64)
     X = to_matrix(test, bundle.spec)
     p = bundle.probability(X)
@@ -137,8 +146,13 @@ def write_plots(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline | N
     plots.importance(figures / "importance.png", importance)
     legacy_sweep = (sweep(y, scores["legacy points"], weeks=weeks, value_per_conversion=value, cost_per_handoff=cost)
                     if has_legacy else model_sweep.clear())
-    plots.threshold_sweep(figures / "threshold_sweep.png", model_sweep, legacy_sweep,
-                          chosen=int(bundle.threshold["threshold_score"]), legacy_cutoffs=LEGACY_CUTOFFS if has_legacy else ())
+    plots.threshold_sweep(
+        figures / "threshold_sweep.png",
+        model_sweep,
+        legacy_sweep,
+        chosen=int(bundle.threshold["threshold_score"]),
+        legacy_cutoffs=LEGACY_CUTOFFS if has_legacy else (),
+    )
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(X.shape[0], size=min(SHAP_SAMPLE, X.shape[0]), replace=False))
     contrib = TreeShap.from_booster(bundle.booster).contributions(X[rows])
@@ -185,7 +199,9 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
         "beats_legacy": legacy_auc is None or auc > legacy_auc,
         "not_worse_than_champion": champion_auc is None or auc >= champion_auc - tol,
     }
-    inputs = Schema([ColSpec("string" if f["kind"] == "categorical" else "double", f["name"]) for f in spec["features"]])
+    inputs = Schema(
+        [ColSpec("string" if f["kind"] == "categorical" else "double", f["name"]) for f in spec["features"]]
+    )
     outputs = Schema([ColSpec("double", "probability"), ColSpec("long", "score"), ColSpec("string", "decision")])
     with tempfile.TemporaryDirectory() as tmp:
         packed = Path(tmp) / "bundle"
@@ -193,7 +209,9 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
         for name in BUNDLE_FILES.values():
             shutil.copy(bundle_dir / name, packed / name)
         with mlflow.start_run(run_id=calib_run["run_id"]):
-            mlflow.log_metrics(tracking.numeric_metrics({"decision": metrics["decision"], "legacy": metrics.get("legacy", {})}))
+            mlflow.log_metrics(
+                tracking.numeric_metrics({"decision": metrics["decision"], "legacy": metrics.get("legacy", {})})
+            )
             info = mlflow.pyfunc.log_model(
                 name="leadlift",
                 python_model=str(Path(__file__).with_name("mlflow_model.py")),
@@ -240,7 +258,10 @@ def main() -> None:
     truth = pl.read_parquet(source["truth"]) if source.get("truth") and Path(source["truth"]).exists() else None
     metrics = evaluate_frame(test, bundle, baseline, calib_params, truth)
     notes = [json.loads(line) for line in args.notes.read_text().splitlines() if line.strip()]
-    metrics["explain"] = {"notes": len(notes), "sql_in_test": int((bundle.decide(bundle.probability(to_matrix(test, bundle.spec))) == SQL).sum())}
+    metrics["explain"] = {
+        "notes": len(notes),
+        "sql_in_test": int((bundle.decide(bundle.probability(to_matrix(test, bundle.spec))) == SQL).sum()),
+    }
     if truth is not None:
         metrics["explain"]["top_reason_in_true_top3"] = fidelity(notes, truth)
     write_json(args.metrics, metrics)
@@ -249,8 +270,10 @@ def main() -> None:
     registry = register(args.bundle, metrics, args.figures, args.plots, args.metrics, test, params, bundle.spec)
     write_json(args.registry, registry)
     t, d = metrics["test"], metrics["decision"]
-    print(f"evaluate: test AUC {t['auc']:.4f} (LR {t.get('baseline_lr_auc', float('nan')):.4f}, legacy "
-          f"{t.get('legacy_auc', float('nan')):.4f}, oracle {t.get('oracle_auc', float('nan')):.4f}), ECE {t['ece']:.4f}; "
+    # Sources without a legacy score or a ground truth have no such AUC: leave them out rather than print "nan".
+    beside = ", ".join(f"{name} {t[key]:.4f}" for name, key in
+                       (("LR", "baseline_lr_auc"), ("legacy", "legacy_auc"), ("oracle", "oracle_auc")) if key in t)
+    print(f"evaluate: test AUC {t['auc']:.4f} ({beside}), ECE {t['ece']:.4f}; "
           f"decision: {d['handoffs_per_week']:.1f}/week at precision {d['precision']:.3f}; "
           f"model version {registry.get('version')} promoted={registry['promoted']}")
 

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                            ingest_params=load_params("ingest", args.params))
         print(f"generate: nothing to generate for {source}; its newest {new['leads']:,} leads -> {args.new_out}")
         return
-    common = {"seed": int(base["seed"]), "observation_days": int(base["observation_days"]),
+    common: dict[str, Any] = {"seed": int(base["seed"]), "observation_days": int(base["observation_days"]),
               "horizon_days": int(base["horizon_days"])}  # fmt: skip
     summary = run(args.out, leads=int(params["leads"]), start=str(params["start"]), months=int(params["months"]),
                   **common)  # fmt: skip

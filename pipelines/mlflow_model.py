@@ -15,7 +15,7 @@ import pandas as pd
 import polars as pl
 
 
-class LeadliftModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+class LeadliftModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc, name-defined]
     def load_context(self, context: Any) -> None:
         from pipelines.bundle import load_bundle_dir
 

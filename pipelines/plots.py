@@ -24,7 +24,9 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def curves(path: Path, series: Mapping[str, pl.DataFrame], *, x: str, y: str, title: str, diagonal: bool = False) -> None:
+def curves(
+    path: Path, series: Mapping[str, pl.DataFrame], *, x: str, y: str, title: str, diagonal: bool = False
+) -> None:
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, df in series.items():
         ax.plot(df[x].to_numpy(), df[y].to_numpy(), label=name)
@@ -55,7 +57,9 @@ def shap_summary(path: Path, contrib: np.ndarray, X: np.ndarray, names: Sequence
     _save(plt.gcf(), path)
 
 
-def threshold_sweep(path: Path, model: pl.DataFrame, legacy: pl.DataFrame, *, chosen: int, legacy_cutoffs: Sequence[int]) -> None:
+def threshold_sweep(
+    path: Path, model: pl.DataFrame, legacy: pl.DataFrame, *, chosen: int, legacy_cutoffs: Sequence[int]
+) -> None:
     """Precision, recall, handoffs/week and expected value against the 0-100 cutoff, model beside legacy rule."""
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
     for ax, col in zip(axes.flat, ("precision", "recall", "handoffs_per_week", "expected_value"), strict=True):

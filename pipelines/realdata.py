@@ -84,11 +84,16 @@ def psi(expected: np.ndarray, actual: np.ndarray, *, bins: int = 10) -> float:
 
 
 def drift_report(frame: pl.DataFrame, bundle: Any) -> dict[str, Any]:
-    rates = {s: float(frame.filter(pl.col("split") == s)["label"].mean() or 0.0) for s in ("train", "valid", "test")}
+    rates = {s: float(frame.filter(pl.col("split") == s)["label"].cast(pl.Float64).mean() or 0.0)  # type: ignore[arg-type]
+             for s in ("train", "valid", "test")}
     p = {s: bundle.probability(to_matrix(frame.filter(pl.col("split") == s), bundle.spec)) for s in ("train", "test")}
     ratio = rates["test"] / rates["train"] if rates["train"] else None
-    return {"conversion_rate": rates, "test_vs_train_rate_ratio": ratio, "score_psi_test_vs_train": psi(p["train"], p["test"]),
-            "shift_detected": bool(ratio is not None and (ratio > 1.25 or ratio < 0.8))}
+    return {
+        "conversion_rate": rates,
+        "test_vs_train_rate_ratio": ratio,
+        "score_psi_test_vs_train": psi(p["train"], p["test"]),
+        "shift_detected": bool(ratio is not None and (ratio > 1.25 or ratio < 0.8)),
+    }
 
 
 def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], share: float,
@@ -107,7 +112,9 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
     held = recent.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")["margin"]
     m_r = np.where(held.is_null().to_numpy(), own, held.fill_null(0.0).to_numpy())
     m_t = bundle.margin(to_matrix(test, bundle.spec))
-    cal = fit_calibrator(m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"]))
+    cal = fit_calibrator(
+        m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
+    )
     p_before, p_after = bundle.calibrator.predict(m_t), cal.predict(m_r)
     weeks = calibrate.period_weeks(recent["t0"])
     t_after = float(choose_threshold(y_r, p_after, policy=params["policy"], weeks=weeks, legacy_handoffs=None,
@@ -120,12 +127,18 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
         return float(y_t[sel].mean()) if sel.any() else None
 
     return {
-        "window_share_of_pre_test": share, "window_leads": int(recent.height),
-        "window_leads_in_sample": int(held.null_count()), "method": cal.method,
-        "test_ece_before": M.ece(y_t, p_before), "test_ece_after": M.ece(y_t, p_test_after),
-        "threshold_probability_before": t_before, "threshold_probability_after": t_after,
-        "test_precision_before": precision(p_before, t_before), "test_precision_after": precision(p_test_after, t_after),
-        "test_handoffs_before": int((p_before >= t_before).sum()), "test_handoffs_after": int((p_test_after >= t_after).sum()),
+        "window_share_of_pre_test": share,
+        "window_leads": int(recent.height),
+        "window_leads_in_sample": int(held.null_count()),
+        "method": cal.method,
+        "test_ece_before": M.ece(y_t, p_before),
+        "test_ece_after": M.ece(y_t, p_test_after),
+        "threshold_probability_before": t_before,
+        "threshold_probability_after": t_after,
+        "test_precision_before": precision(p_before, t_before),
+        "test_precision_after": precision(p_test_after, t_after),
+        "test_handoffs_before": int((p_before >= t_before).sum()),
+        "test_handoffs_after": int((p_test_after >= t_after).sum()),
     }
 
 
@@ -156,10 +169,14 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         bundle = load_bundle(art)
         console.print("evaluate")
         test = frame.filter(pl.col("split") == "test")
-        result = evaluate.evaluate_frame(test, bundle, LinearBaseline.from_dict(trained.baseline), section(params, "calibrate"), None)
+        result = evaluate.evaluate_frame(
+            test, bundle, LinearBaseline.from_dict(trained.baseline), section(params, "calibrate"), None
+        )
         y_test = test["label"].to_numpy().astype(float)
         seed = int(params["base"]["seed"])
-        result["test"]["auc_interval_90"] = list(M.auc_interval(y_test, bundle.margin(to_matrix(test, spec)), seed=seed))
+        result["test"]["auc_interval_90"] = list(
+            M.auc_interval(y_test, bundle.margin(to_matrix(test, spec)), seed=seed)
+        )
         result["source"] = src.get("name")
         result["threshold"] = threshold
         result["train"] = trained.report

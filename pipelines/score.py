@@ -31,7 +31,13 @@ from pipelines.explain import load_catalog
 from pipelines.io import BadInput, atomic_path, write_frame
 from pipelines.rows import Batch, check_batch, read_table
 
-QUARANTINE_COLUMNS = {"table": pl.String, "row": pl.Int64, "lead_id": pl.String, "column": pl.String, "reason": pl.String}
+QUARANTINE_COLUMNS = {
+    "table": pl.String,
+    "row": pl.Int64,
+    "lead_id": pl.String,
+    "column": pl.String,
+    "reason": pl.String,
+}
 OUTPUT_SCHEMA: dict[str, Any] = {
     LEAD_ID: pl.String, "probability": pl.Float64, "score": pl.Int64, "percentile": pl.Float64, "decision": pl.String,
     "headline": pl.String, "reason_1": pl.String, "reason_1_points": pl.Float64, "reason_2": pl.String,
@@ -50,7 +56,7 @@ def expected_columns(source: dict[str, Any]) -> list[str]:
 
 
 def check_compatible(leads: pl.DataFrame, source: dict[str, Any], file: Path) -> list[str]:
-    """Refuse input that does not look like what the bundle was trained on; return optional columns filled as missing."""
+    """Refuse input unlike what the bundle was trained on; return the optional columns to fill as missing."""
     expected = expected_columns(source)
     missing = [c for c in expected if c not in leads.columns]
     if expected and len(missing) > len(expected) / 2:
@@ -140,8 +146,14 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
     missing_optional = check_compatible(raw, source, leads_path)
     raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
     use_events = events is not None and source.get("has_events", True)
-    batch = check_batch(raw, read_table(events) if use_events else None, source=source, leads_file=leads_path,
-                        events_file=events if use_events else None, as_of=_utc(as_of) if as_of else None)
+    batch = check_batch(
+        raw,
+        read_table(events) if events is not None and use_events else None,
+        source=source,
+        leads_file=leads_path,
+        events_file=events if use_events else None,
+        as_of=_utc(as_of) if as_of else None,
+    )
     at = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
     ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
         schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
@@ -174,11 +186,21 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
         writer.close(tmp)
     rejected = batch.quarantine.sort("table", "row")
     write_frame(rejected, quarantine)
-    report = {"rows_in": raw.height, "scored": leads.height, "quarantined": int((rejected["table"] == "leads").sum()),
-              "sql": n_sql, "events_quarantined": int((rejected["table"] == "events").sum()), "as_of": as_of.isoformat(),
-              "missing_optional_columns": missing_optional, "quarantine_file": str(quarantine)}
-    if report["rows_in"] != report["scored"] + report["quarantined"]:
-        raise RuntimeError(f"reconciliation failed: {report}")
+    n_quarantined = int((rejected["table"] == "leads").sum())
+    if raw.height != leads.height + n_quarantined:
+        raise RuntimeError(
+            f"reconciliation failed: {raw.height} rows in, {leads.height} scored, {n_quarantined} quarantined"
+        )
+    report = {
+        "rows_in": raw.height,
+        "scored": leads.height,
+        "quarantined": n_quarantined,
+        "sql": n_sql,
+        "events_quarantined": int((rejected["table"] == "events").sum()),
+        "as_of": as_of.isoformat(),
+        "missing_optional_columns": missing_optional,
+        "quarantine_file": str(quarantine),
+    }
     return report
 
 

@@ -67,7 +67,9 @@ def run(features: Path, spec_path: Path, *, params: dict[str, Any]) -> Trained:
     }
     if report["refit_on_train_and_valid"]:
         X_all, y_all = np.vstack([X_tr, X_va]), np.concatenate([y_tr, y_va])
-        booster = refit_gbm(X_all, y_all, feature_names=names, categorical=cats, params=params, seed=seed, num_trees=trees)
+        booster = refit_gbm(
+            X_all, y_all, feature_names=names, categorical=cats, params=params, seed=seed, num_trees=trees
+        )
         baseline = fit_baseline(X_all, y_all, categorical=cats, n_categories=n_cats, C=C)
         report["fit_rows"] = int(len(y_all))
     else:
@@ -77,7 +79,9 @@ def run(features: Path, spec_path: Path, *, params: dict[str, Any]) -> Trained:
     return Trained(booster.model_to_string(), baseline.to_dict(), report, importance(booster), margins)
 
 
-def log_training(params: dict[str, Any], report: dict[str, Any], files: dict[str, Path], data_files: list[Path]) -> dict[str, str]:
+def log_training(
+    params: dict[str, Any], report: dict[str, Any], files: dict[str, Path], data_files: list[Path]
+) -> dict[str, str]:
     """One MLflow run per training: params, metrics, spec and model file, tagged with commit and data hash."""
     import mlflow
 

@@ -25,7 +25,7 @@ needs_shared_data = pytest.mark.skipif(
 
 
 def tool_env(cwd: Path | None = None) -> dict[str, str]:
-    """An environment whose PATH finds this interpreter's `python`, `dvc` and `leadlift`, and no inherited MLflow URI."""
+    """An environment whose PATH finds this interpreter's `python`, `dvc` and `leadlift`; no inherited MLflow URI."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONHASHSEED"] = "0"

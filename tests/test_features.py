@@ -344,16 +344,22 @@ def _many_leads(n: int) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
         "legacy_score": rng.integers(0, 101, size=n).tolist(),
     }, schema_overrides={"created_at": TS})
     ev_lead = rng.integers(0, n, size=n * 5)
-    events = pl.LazyFrame({
-        "lead_id": [f"L{i:04d}" for i in ev_lead],
-        "occurred_at": [created[i] + timedelta(hours=int(h)) for i, h in zip(ev_lead, rng.integers(-200, 800, n * 5))],
-        "event_type": rng.choice(["page_pricing", "email_open", "page_careers", "webinar"], size=n * 5).tolist(),
-    }, schema_overrides={"occurred_at": TS})
+    events = pl.LazyFrame(
+        {
+            "lead_id": [f"L{i:04d}" for i in ev_lead],
+            "occurred_at": [
+                created[i] + timedelta(hours=int(h))
+                for i, h in zip(ev_lead, rng.integers(-200, 800, n * 5), strict=True)
+            ],
+            "event_type": rng.choice(["page_pricing", "email_open", "page_careers", "webinar"], size=n * 5).tolist(),
+        },
+        schema_overrides={"occurred_at": TS},
+    )
     conv = rng.random(n) < 0.3
     outcomes = pl.LazyFrame({
         "lead_id": [f"L{i:04d}" for i in range(n)], "converted": conv.tolist(),
         "converted_at": [c + timedelta(days=int(d)) if k else None
-                         for c, d, k in zip(created, rng.integers(0, 90, size=n), conv)],
+                         for c, d, k in zip(created, rng.integers(0, 90, size=n), conv, strict=True)],
     }, schema_overrides={"converted_at": TS})
     return leads, events, outcomes
 

@@ -88,7 +88,9 @@ def test_reason_and_note_templates_are_checked_when_the_mapping_loads() -> None:
     assert loaded["leads"]["numeric"]["visits"]["reason"]["for"] == "Visited {value|time}"
     with pytest.raises(MappingError, match=r"leads\.numeric\.visits\.reason must be \{for: text, against: text\}"):
         load_mapping(mapping(numeric={"visits": {**ok, "reason": {"pro": "Visited"}}}))
-    with pytest.raises(MappingError, match=r"leads\.numeric\.visits\.reason\.against\[0\] must be a text or \{if, text\}"):
+    with pytest.raises(
+        MappingError, match=r"leads\.numeric\.visits\.reason\.against\[0\] must be a text or \{if, text\}"
+    ):
         load_mapping(mapping(numeric={"visits": {**ok, "reason": {"against": [{"when": "x", "text": "y"}]}}}))
     with pytest.raises(MappingError, match=r"leads\.who must be a text or a list"):
         load_mapping(mapping(who=[]))

@@ -16,7 +16,9 @@ def test_threshold_tuning_notebook_runs(pipeline_repo: Path, monkeypatch: pytest
     nb = nbformat.read(ROOT / "notebooks" / "threshold_tuning.ipynb", as_version=4)
     monkeypatch.setenv("LEADLIFT_ROOT", str(pipeline_repo))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(pipeline_repo)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(pipeline_repo)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     last = "".join(str(o.get("text", "")) for o in nb.cells[-1].get("outputs", []))

@@ -34,7 +34,17 @@ def test_ci_runs_the_readme_test_command_exactly() -> None:
 
 def test_repro_writes_every_stage_output(pipeline_repo: Path) -> None:
     metrics = json.loads((pipeline_repo / "reports" / "metrics.json").read_text())
-    for key in ("auc", "pr_auc", "log_loss", "brier", "ece", "lift_at_10pct", "baseline_lr_auc", "legacy_auc", "oracle_auc"):
+    for key in (
+        "auc",
+        "pr_auc",
+        "log_loss",
+        "brier",
+        "ece",
+        "lift_at_10pct",
+        "baseline_lr_auc",
+        "legacy_auc",
+        "oracle_auc",
+    ):
         assert key in metrics["test"], key
     for part in ("decision", "legacy"):
         assert "handoffs_per_week" in metrics[part] or "cutoff_70" in metrics[part]
@@ -115,9 +125,27 @@ def test_a_real_mlflow_server_receives_the_run_the_version_and_the_alias(pipelin
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "art")],
-        cwd=tmp_path, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "art"),
+        ],
+        cwd=tmp_path,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

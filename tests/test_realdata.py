@@ -8,10 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
-
-import polars as pl
 
 from features.leakguard import LeakError
 from pipelines.realdata import run_source, source_flags
@@ -90,7 +89,10 @@ def test_real_handoff_notes_are_plain_words_for_every_recommended_lead(name: str
         texts = [note["headline"], note["who"], note["what_happened"], note["urgency"]["text"],
                  *(r["text"] for r in note["reasons"]), *([note["against"]["text"]] if note["against"] else [])]
         for text in texts:
-            assert text and "{" not in text and "None" not in text and "nan" not in text.split(), (note["lead_id"], text)
+            assert text and "{" not in text and "None" not in text and "nan" not in text.split(), (
+                note["lead_id"],
+                text,
+            )
             assert not [c for c in technical if c in text], (note["lead_id"], text)
         assert all(r["points"] >= 1.0 for r in note["reasons"][1:])
 

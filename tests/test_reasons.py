@@ -11,7 +11,12 @@ CATALOG = {
     "groups": {
         "pricing_interest": {
             "label": "Pricing interest",
-            "for": [{"if": "page_pricing_7d > 0", "text": "Viewed the pricing page {page_pricing_7d|time} in the last 7 days"}],
+            "for": [
+                {
+                    "if": "page_pricing_7d > 0",
+                    "text": "Viewed the pricing page {page_pricing_7d|time} in the last 7 days",
+                }
+            ],
             "against": ["Has not looked at pricing"],
         },
         "company_fit": {"label": "Company fit", "for": "{industry} company", "against": "{industry} company, poor fit"},
@@ -105,8 +110,16 @@ def test_the_catalog_phrases_every_feature_of_the_synthetic_spec() -> None:
 
 def test_a_sources_own_template_beats_the_groups_generic_sentence() -> None:
     """A bank's "previous campaign outcome" must not be phrased as the catalog's "Engages with our emails"."""
-    catalog = {"groups": {"engagement": {"for": [{"if": "email_reply_30d > 0", "text": "Replied {email_reply_30d|time}"},
-                                                 "Engages with our emails and events"]}}}
+    catalog = {
+        "groups": {
+            "engagement": {
+                "for": [
+                    {"if": "email_reply_30d > 0", "text": "Replied {email_reply_30d|time}"},
+                    "Engages with our emails and events",
+                ]
+            }
+        }
+    }
     own = {"poutcome": {"for": [{"if": "value == 'success'", "text": "Said yes to our previous campaign"}]}}
     says = render("engagement", "for", {"poutcome": "success"}, catalog, top_feature="poutcome", spec_templates=own)
     assert says == "Said yes to our previous campaign"

@@ -81,7 +81,9 @@ def test_a_scored_csv_reads_back_with_the_same_values(pipeline_repo: Path, batch
     assert len(note["reasons"]) >= 3 and all(r["text"] for r in note["reasons"])
 
 
-def test_bad_rows_are_quarantined_with_a_reason_and_unseen_values_are_scored(pipeline_repo: Path, tmp_path: Path) -> None:
+def test_bad_rows_are_quarantined_with_a_reason_and_unseen_values_are_scored(
+    pipeline_repo: Path, tmp_path: Path
+) -> None:
     leads = pl.DataFrame({
         "lead_id": ["a", "b", "c", "d", "e"],
         "created_at": ["2026-03-01T10:00:00", "not a date", "2026-03-02", "2026-03-03T00:00:00", "2026-03-04"],
@@ -104,8 +106,12 @@ def test_bad_rows_are_quarantined_with_a_reason_and_unseen_values_are_scored(pip
 
 
 def test_a_bundle_is_refused_for_input_that_does_not_match_its_spec(pipeline_repo: Path, tmp_path: Path) -> None:
-    pl.DataFrame({"lead_id": ["a"], "created_at": ["2026-01-01"], "age": [40], "job": ["admin"]}).write_csv(tmp_path / "x.csv")
-    res = leadlift(pipeline_repo, "score", "--leads", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o.csv"), ok=False)
+    pl.DataFrame({"lead_id": ["a"], "created_at": ["2026-01-01"], "age": [40], "job": ["admin"]}).write_csv(
+        tmp_path / "x.csv"
+    )
+    res = leadlift(
+        pipeline_repo, "score", "--leads", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o.csv"), ok=False
+    )
     assert res.returncode == 2
     assert "does not match the bundle's feature spec" in res.stderr and "industry" in res.stderr
     assert not (tmp_path / "o.csv").exists()
@@ -113,10 +119,14 @@ def test_a_bundle_is_refused_for_input_that_does_not_match_its_spec(pipeline_rep
 
 def test_a_file_level_problem_exits_2_naming_the_file_and_column(pipeline_repo: Path, tmp_path: Path) -> None:
     (tmp_path / "semi.csv").write_text("lead_id;created_at;industry\na;2026-01-01;software\n")
-    res = leadlift(pipeline_repo, "score", "--leads", str(tmp_path / "semi.csv"), "--out", str(tmp_path / "o.csv"), ok=False)
+    res = leadlift(
+        pipeline_repo, "score", "--leads", str(tmp_path / "semi.csv"), "--out", str(tmp_path / "o.csv"), ok=False
+    )
     assert res.returncode == 2 and "semi.csv" in res.stderr
     (tmp_path / "empty.csv").write_text("")
-    res = leadlift(pipeline_repo, "score", "--leads", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "o.csv"), ok=False)
+    res = leadlift(
+        pipeline_repo, "score", "--leads", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "o.csv"), ok=False
+    )
     assert res.returncode == 2 and "empty" in res.stderr
 
 

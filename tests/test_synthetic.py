@@ -212,7 +212,11 @@ def test_pricing_interest_uses_only_pricing_views_before_t0(export: dict[str, pl
         last7 = sum(a <= 7 for a in age)
         prior = sum(7 < a <= 30 for a in age)
         title = export["leads"].filter(pl.col(LEAD_ID) == lead).select(parse_seniority(pl.col("job_title"))).item()
-        factor = syn.PRICING_BY_SENIORITY.get(title, syn.PRICING_BY_SENIORITY_NULL) if title else syn.PRICING_BY_SENIORITY_NULL
+        factor = (
+            syn.PRICING_BY_SENIORITY.get(title, syn.PRICING_BY_SENIORITY_NULL)
+            if title
+            else syn.PRICING_BY_SENIORITY_NULL
+        )
         expected = (syn.PRICING_7D * np.log1p(last7) + syn.PRICING_8_30D * np.log1p(prior)) * factor
         assert term == pytest.approx(expected, abs=1e-12), lead
 

@@ -21,7 +21,10 @@ def params_for(repo: Path, **overrides: object) -> dict[str, object]:
 
 
 def test_refit_uses_train_and_valid_with_the_tree_count_chosen_on_valid(pipeline_repo: Path) -> None:
-    features, spec_path = pipeline_repo / "data/features/features.parquet", pipeline_repo / "data/artifacts/feature_spec.json"
+    features, spec_path = (
+        pipeline_repo / "data/features/features.parquet",
+        pipeline_repo / "data/artifacts/feature_spec.json",
+    )
     plain = train.run(features, spec_path, params=params_for(pipeline_repo, refit_on_train_and_valid=False))
     refit = train.run(features, spec_path, params=params_for(pipeline_repo, refit_on_train_and_valid=True))
     r0, r1 = plain.report, refit.report
