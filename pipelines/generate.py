@@ -11,6 +11,7 @@ so memory stays flat at 1M leads and a failed run leaves the old files in place.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -201,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params("generate", args.params)
     base = params["base"]
     source = Path(base["source"])
+    if not source.is_file():
+        print(f"bad input: base.source {source}: no such source mapping (expected a YAML file such as "
+              f"sources/synthetic.yaml)", file=sys.stderr)
+        raise SystemExit(2)
     if not is_synthetic(source):
         write_text(args.out / "README.md", f"No synthetic export: base.source is {source}, a user's own export.\n")
         new = source_batch(source, args.new_out, leads=int(params["new_leads"]),

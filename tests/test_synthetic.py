@@ -292,3 +292,16 @@ def test_stage_writes_the_export_and_the_new_batch(tmp_path: Path, capsys: pytes
     assert pl.read_parquet(tmp_path / "new" / "leads.parquet").height == 200
     new_manifest = yaml.safe_load((tmp_path / "new" / "manifest.json").read_text())
     assert new_manifest["as_of"] == SNAPSHOT.isoformat()
+
+
+def test_generate_stage_refuses_a_missing_source_mapping_with_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.generate import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(
+        'base: {seed: 1, source: sources/mine.yaml, observation_days: 14, horizon_days: 60}\n'
+        'generate: {leads: 10, start: "2025-01-01", months: 1, new_leads: 5}\n')
+    with pytest.raises(SystemExit) as stop:
+        main(["--params", "params.yaml"])
+    assert stop.value.code == 2 and "sources/mine.yaml: no such source mapping" in capsys.readouterr().err
