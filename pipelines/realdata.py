@@ -30,11 +30,15 @@ from pipelines.featurize import featurize
 from pipelines.io import load_params, read_json, write_frame, write_json, write_text
 
 
+def mapping_overrides(source: Path) -> dict[str, Any]:
+    """The mapping's own `params:` section (section -> values), empty when it has none."""
+    return (yaml.safe_load(source.read_text()) or {}).get("params") or {}
+
+
 def source_params(source: Path) -> dict[str, Any]:
     """params.yaml with the mapping's own `params:` overrides (e.g. a business value per conversion) on top."""
     params = copy.deepcopy(load_params())
-    overrides = (yaml.safe_load(source.read_text()) or {}).get("params") or {}
-    for section, values in overrides.items():
+    for section, values in mapping_overrides(source).items():
         params.setdefault(section, {}).update(values)
     params["base"]["source"] = str(source)
     return params
@@ -44,7 +48,7 @@ def source_flags(source: Path) -> list[str]:
     """`dvc exp run` flags for `source`: base.source plus every `params:` override as `-S section.key=value`.
 
     Nested values (a split) become one flag per leaf, and values are written as YAML so DVC parses them back."""
-    overrides = (yaml.safe_load(source.read_text()) or {}).get("params") or {}
+    overrides = mapping_overrides(source)
 
     def leaves(prefix: str, value: Any) -> list[tuple[str, Any]]:
         if isinstance(value, dict):
