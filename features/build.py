@@ -8,7 +8,7 @@ never sees what happened after the moment it is asked to decide.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,6 +18,7 @@ from features.schema import (
     CONVERTED,
     CONVERTED_AT,
     CREATED_AT,
+    DAY_US,
     EVENT_TYPE,
     EVENT_TYPES,
     HIGH_INTENT_EVENTS,
@@ -25,10 +26,11 @@ from features.schema import (
     LEGACY_SCORE,
     OCCURRED_AT,
     OTHER_EVENT,
+    T0,
     TS,
+    utc,
 )
 
-T0 = "t0"
 SCOPE = "scope"
 LABEL = "label"
 SPLIT = "split"
@@ -63,7 +65,6 @@ CAREERS_ONLY = "careers_only_90d"
 IS_STUDENT_DOMAIN = "is_student_domain"
 EMAIL_DOMAIN_KIND = "email_domain_kind"
 
-_DAY_US = 86_400 * 1_000_000
 _ROW = "_row"
 #: Page views that show interest in the product (a careers visit does not).
 _PRODUCT_PAGES: tuple[str, ...] = tuple(k for k in EVENT_TYPES if k.startswith("page_") and k != "page_careers")
@@ -239,11 +240,7 @@ def _windows(windows: Sequence[int]) -> list[int]:
 def _t0_expr(observation_days: int, as_of: datetime | None) -> pl.Expr:
     if as_of is None:
         return (pl.col(CREATED_AT).cast(TS) + pl.duration(days=observation_days)).cast(TS)
-    return pl.lit(_utc(as_of), dtype=TS)
-
-
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return pl.lit(utc(as_of), dtype=TS)
 
 
 def _categorical_expr(name: str, src: str) -> pl.Expr:
@@ -283,7 +280,7 @@ def _event_features(lead_t0: pl.LazyFrame, events: pl.LazyFrame, windows: Sequen
     )
     age = (pl.col(T0) - pl.col(OCCURRED_AT)).dt.total_microseconds()
     # bucket b holds ages in (edges[b-1], edges[b]] days; len(edges) means older than every edge.
-    bucket = pl.sum_horizontal([(age > e * _DAY_US).cast(pl.UInt64) for e in edges])
+    bucket = pl.sum_horizontal([(age > e * DAY_US).cast(pl.UInt64) for e in edges])
     key = (pl.col(_ROW).cast(pl.UInt64) * n_kinds + kind) * n_buckets + bucket
     cells = (
         events.select(pl.col(LEAD_ID).cast(pl.String), pl.col(OCCURRED_AT).cast(TS), EVENT_TYPE)
@@ -331,7 +328,7 @@ def _dense_event_features(cells: pl.DataFrame, *, windows: list[int]) -> pl.Data
     del ages
 
     def days(age_us: np.ndarray) -> np.ndarray:
-        return np.where(age_us == never, np.nan, age_us / _DAY_US)
+        return np.where(age_us == never, np.nan, age_us / DAY_US)
 
     idx = {k: i for i, k in enumerate(EVENT_KINDS)}
     at = {d: edges.index(d) for d in edges}
@@ -424,7 +421,7 @@ def label_leads(
     scope = (
         pl.when(conv & at.is_not_null() & (at < t0))
         .then(pl.lit(CONVERTED_BEFORE_T0))
-        .when((end > pl.lit(_utc(snapshot_at), dtype=TS)) | (conv & at.is_null()))
+        .when((end > pl.lit(utc(snapshot_at), dtype=TS)) | (conv & at.is_null()))
         .then(pl.lit(CENSORED))
         .otherwise(pl.lit(IN_SCOPE))
     )

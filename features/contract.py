@@ -4,9 +4,9 @@ Two kinds of problem. A *row-level* problem (a missing id, a duplicate id, an un
 for an unknown lead, a non-numeric value in a numeric column, a legacy score outside 0-100) sends that row to the
 quarantine with its reason and the run goes on: rows in = rows out + rows quarantined, per table. A *file-level*
 problem (a missing column, the wrong separator, no data rows, a column in which not one value parses) raises
-`ContractError`, which names the file, the column, the first bad row and what was expected; `pipelines` turns it into
-`BadInput` (exit 2). This module does no I/O: it takes and returns polars frames, mostly lazy, so the synthetic fast
-path streams 50M events through the same code that checks a 9,000-row CSV.
+`BadInput`, which names the file, the column, the first bad row and what was expected (exit 2). This module does no
+I/O: it takes and returns polars frames, mostly lazy, so the synthetic fast path streams 50M events through the same
+code that checks a 9,000-row CSV.
 
 Every row carries ROW, its 1-based data row in the source file (the header is row 0), so a quarantine entry points
 at the line a person can open. A row with several problems is quarantined once, with the first reason in the
@@ -26,6 +26,7 @@ from typing import Any
 
 import polars as pl
 
+from features.errors import BadInput
 from features.schema import (
     CONVERTED,
     CONVERTED_AT,
@@ -37,6 +38,7 @@ from features.schema import (
     OCCURRED_AT,
     OTHER_EVENT,
     TS,
+    utc,
 )
 
 #: 1-based data row in the source file; rides along every table until the clean rows are written.
@@ -88,22 +90,6 @@ EPOCH_FORMATS: dict[str, str] = {"epoch_s": "s", "epoch_ms": "ms", "epoch_us": "
 _SEPARATORS = (";", ",", "\t", "|")
 
 
-class ContractError(Exception):
-    """A file-level problem: the whole file is unusable as given. `pipelines` re-raises it as BadInput (exit 2)."""
-
-    def __init__(self, file: str | None, what: str, *, column: str | None = None, row: int | None = None) -> None:
-        self.file = file
-        self.column = column
-        self.row = row
-        self.what = what
-        where = [f"file {file}"] if file else []
-        if column is not None:
-            where.append(f"column {column!r}")
-        if row is not None:
-            where.append(f"row {row}")
-        super().__init__(f"{', '.join(where)}: {what}" if where else what)
-
-
 @dataclass(frozen=True)
 class TimeFormat:
     """How a timestamp column is written: a strftime format (None: ISO 8601 variants) and the zone of naive times."""
@@ -134,7 +120,7 @@ def check_layout(columns: Sequence[str], *, file: str | None, expected_separator
         found = [s for s in _SEPARATORS if s in columns[0] and s != expected_separator]
         if found:
             shown = {"\t": "\\t"}.get(found[0], found[0])
-            raise ContractError(
+            raise BadInput(
                 file,
                 f"the file was read as one column (named here): it looks separated by {shown!r}, not "
                 f"{expected_separator!r}; set csv.separator in the source mapping",
@@ -148,7 +134,7 @@ def require_columns(present: Sequence[str], needed: Sequence[str], *, file: str 
     for col in needed:
         if col not in have:
             shown = ", ".join(repr(c) for c in [c for c in present if c != ROW][:40])
-            raise ContractError(file, f"missing column needed as {what}; the file has: {shown}", column=col)
+            raise BadInput(file, f"missing column needed as {what}; the file has: {shown}", column=col)
 
 
 # ---------------------------------------------------------------- typed expressions
@@ -219,8 +205,7 @@ def lead_id_expr(dtype: pl.DataType) -> pl.Expr:
 
 def limit_time(snapshot_at: datetime | None, now: datetime | None = None) -> datetime:
     """Timestamps after this are in the future: snapshot_at when the source states one, else now."""
-    t = snapshot_at or now or datetime.now(timezone.utc)
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return utc(snapshot_at or now or datetime.now(timezone.utc))
 
 
 # ---------------------------------------------------------------- row-level annotation, per table
@@ -382,7 +367,7 @@ def annotate_outcomes(
     names = origins or {}
     _require(schema.names(), [LEAD_ID], file=file, names=names)
     if CONVERTED not in schema and CONVERTED_AT not in schema:
-        raise ContractError(file, f"an outcomes table needs {CONVERTED!r} or {CONVERTED_AT!r}", column=CONVERTED)
+        raise BadInput(file, f"an outcomes table needs {CONVERTED!r} or {CONVERTED_AT!r}", column=CONVERTED)
     has_at = CONVERTED_AT in schema
     at = timestamp_expr(CONVERTED_AT, schema[CONVERTED_AT], time_format) if has_at else pl.lit(None, dtype=TS)
     conv = boolean_expr(CONVERTED, schema[CONVERTED]) if CONVERTED in schema else pl.col(CONVERTED_AT).is_not_null()
@@ -491,7 +476,7 @@ def other_summary(names: pl.DataFrame, *, top: int = 10) -> tuple[int, dict[str,
 def raise_on_file_problems(checked: Checked, facts: Mapping[str, Any]) -> None:
     """File-level problems found by `summary`: no data rows in leads, or a column in which no value parses."""
     if checked.table == "leads" and facts["rows_in"] == 0:
-        raise ContractError(checked.file, "no data rows: the leads file has a header but no leads")
+        raise BadInput(checked.file, "no data rows: the leads file has a header but no leads")
     if facts["rows_in"] == 0:
         return
     for col, (name, required) in checked.parsed.items():
@@ -499,9 +484,9 @@ def raise_on_file_problems(checked: Checked, facts: Mapping[str, Any]) -> None:
         if parsed > 0 or (present == 0 and not required):
             continue
         if present == 0:
-            raise ContractError(checked.file, f"every value is empty; expected {_expected(col)}", column=name)
+            raise BadInput(checked.file, f"every value is empty; expected {_expected(col)}", column=name)
         row, value = facts[f"{col}:row"], facts[f"{col}:value"]
-        raise ContractError(
+        raise BadInput(
             checked.file,
             f"not one of {present} values parses as {_expected(col)}; the first is {value!r} (is the format or "
             f"the type in the source mapping right?)",
@@ -556,7 +541,7 @@ def validate(
     files: Mapping[str, str] | None = None,
     origins: Mapping[str, Mapping[str, str]] | None = None,
 ) -> ContractResult:
-    """Check canonical tables eagerly (small data, tests, `leadlift validate`); raises ContractError on file-level
+    """Check canonical tables eagerly (small data, tests, `leadlift validate`); raises BadInput on file-level
     problems. The ingest stage runs the same `annotate_*` functions, streaming."""
     limit = limit_time(snapshot_at, now)
     files, origins, fmts = files or {}, origins or {}, time_formats or {}
@@ -617,7 +602,7 @@ def _require(present: Sequence[str], needed: Sequence[str], *, file: str | None,
     if missing:
         col = missing[0]
         shown = ", ".join(repr(c) for c in present if c not in (ROW, REASON, REASON_COLUMN))
-        raise ContractError(file, f"missing required column; the table has: {shown}", column=names.get(col, col))
+        raise BadInput(file, f"missing required column; the table has: {shown}", column=names.get(col, col))
 
 
 def _pre_reason(schema: pl.Schema) -> list[pl.Expr]:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.errors import BadInput
 from features.spec import CATEGORICAL
 
 AUC_RULE = "single_feature_auc"
@@ -34,14 +35,15 @@ class Finding:
         return asdict(self)
 
 
-class LeakError(Exception):
-    """Features the guard refuses; the message names each and says how to override."""
+class LeakError(BadInput):
+    """Features the guard refuses (bad input: exit 2); the message names each and says how to override."""
 
     def __init__(self, findings: list[Finding]) -> None:
         self.findings = findings
         refused = [f for f in findings if not f.allowed]
         lines = [f"  {f.column}: {f.reason}" for f in refused]
         super().__init__(
+            None,
             f"leak guard refused {len(refused)} feature column(s):\n" + "\n".join(lines) + "\n"
             "If a column is really known at decision time, add it to featurize.leak_allow in params.yaml; "
             "if it is filled in after the outcome, drop it in the source mapping (drop_leaky)."

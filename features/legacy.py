@@ -16,13 +16,12 @@ from typing import TypeVar
 import polars as pl
 
 from features.build import count_name
-from features.schema import EVENT_TYPE, EVENT_TYPES, LEAD_ID, LEGACY_SCORE, OCCURRED_AT, TS
+from features.schema import DAY_US, EVENT_TYPE, EVENT_TYPES, LEAD_ID, LEGACY_SCORE, OCCURRED_AT, T0, TS
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 #: Only activity in this many days before the decision time counts.
 LEGACY_WINDOW_DAYS = 30
-T0 = "t0"
 VISIT_DAYS = f"visit_days_{LEGACY_WINDOW_DAYS}d"
 
 INDUSTRY_POINTS: dict[str, int] = {
@@ -67,7 +66,6 @@ MOSTLY_CAREERS_PENALTY = -15
 #: A student domain counts as a student (STUDENT_PENALTY), once.
 DOMAIN_PENALTY: dict[str, int] = {"free-mail": -10, "competitor": -50}
 
-_DAY_US = 86_400 * 1_000_000
 _PAGES: tuple[str, ...] = tuple(k for k in EVENT_TYPES if k.startswith("page_"))
 
 
@@ -81,7 +79,7 @@ def recent_activity(events: pl.LazyFrame, decisions: pl.LazyFrame) -> pl.LazyFra
     recent = (
         events.select(LEAD_ID, OCCURRED_AT, EVENT_TYPE)
         .join(decisions.select(LEAD_ID, pl.col(T0).cast(TS)), on=LEAD_ID, how="inner")
-        .filter((age > 0) & (age <= LEGACY_WINDOW_DAYS * _DAY_US))
+        .filter((age > 0) & (age <= LEGACY_WINDOW_DAYS * DAY_US))
     )
     kind = pl.col(EVENT_TYPE)
     return recent.group_by(LEAD_ID).agg(

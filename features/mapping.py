@@ -70,7 +70,7 @@ from typing import Any
 
 import polars as pl
 
-from features.contract import REASON, REASON_COLUMN, ROW, ContractError, TimeFormat, check_layout, require_columns
+from features.contract import REASON, REASON_COLUMN, ROW, BadInput, TimeFormat, check_layout, require_columns
 from features.contract import timestamp_expr as _timestamp_expr
 from features.schema import (
     CONVERTED,
@@ -84,6 +84,7 @@ from features.schema import (
     OCCURRED_AT,
     OTHER_EVENT,
     TS,
+    utc,
 )
 
 _TABLE_KEYS = {"path", "format", "csv", "schema", "rename", "null_values", "value_maps"}
@@ -125,7 +126,7 @@ REPEAT_OUTCOME = "repeat outcome for the lead (earliest kept)"
 TARGET_UNRECOGNISED = "unrecognised target value"
 
 
-class MappingError(ContractError):
+class MappingError(BadInput):
     """The source mapping itself is wrong (an unknown key, a missing group, a contradiction): exit 2."""
 
 
@@ -630,7 +631,7 @@ def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mappin
     new_names = [rename.get(c, c) for c in names]
     dupes = sorted({c for c in new_names if new_names.count(c) > 1})
     if dupes:
-        raise ContractError(file, f"rename gives several columns the name {dupes[0]!r}", column=dupes[0])
+        raise BadInput(file, f"rename gives several columns the name {dupes[0]!r}", column=dupes[0])
     lf = lf.rename(rename) if rename else lf
     schema = lf.collect_schema()
     nulls = [*mapping.get("null_values", []), *spec["null_values"]]
@@ -660,7 +661,7 @@ def _value_map(col: str, dtype: pl.DataType, vm: Mapping[Any, Any], nulls: Seque
 def _typed_values(values: Sequence[Any], dtype: pl.DataType, col: str, file: str) -> pl.Series:
     """Mapping values as a Series of the column's type (polars compares like with like); refuse what cannot be."""
     if isinstance(dtype, pl.String) and any(isinstance(v, bool) for v in values):
-        raise ContractError(file, "the mapping gives a boolean for a text column; YAML reads bare yes/no/on/off as "
+        raise BadInput(file, "the mapping gives a boolean for a text column; YAML reads bare yes/no/on/off as "
                                   "booleans: quote it, e.g. \"yes\"", column=col)
     try:
         if isinstance(dtype, pl.String):
@@ -669,7 +670,7 @@ def _typed_values(values: Sequence[Any], dtype: pl.DataType, col: str, file: str
             values = [float(v) if isinstance(v, str) else v for v in values]
         return pl.Series(values).cast(dtype, strict=True)
     except (ValueError, TypeError, pl.exceptions.PolarsError):
-        raise ContractError(file, f"the mapping's values {list(values)} cannot be compared with this column of type "
+        raise BadInput(file, f"the mapping's values {list(values)} cannot be compared with this column of type "
                                   f"{dtype}", column=col) from None
 
 
@@ -905,7 +906,7 @@ def _instant(value: Any, where: str, origin: str) -> datetime:
             ts = datetime.fromisoformat(str(value))
         except ValueError:
             raise MappingError(origin, f"{where}: {value!r} is not an ISO date or timestamp") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return utc(ts)
 
 
 def _iso(ts: datetime) -> str:

@@ -5,6 +5,8 @@ Every other module names columns through these constants, so a rename happens in
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import polars as pl
 
 LEAD_ID = "lead_id"
@@ -16,19 +18,10 @@ CONVERTED_AT = "converted_at"
 LEGACY_SCORE = "legacy_score"
 
 TS = pl.Datetime("us", "UTC")
-
-#: Firmographic columns the synthetic source writes (real sources declare their own in a mapping).
-SYNTHETIC_CATEGORICALS: tuple[str, ...] = (
-    "industry",
-    "employee_band",
-    "region",
-    "job_title",
-    "lead_source",
-    "email_domain_kind",
-    "buying_timeline",
-)
-#: PII columns the synthetic source writes; they never become features.
-SYNTHETIC_PII: tuple[str, ...] = ("name", "email")
+#: A lead's decision time: created_at + observation_days in training, the as-of time in scoring.
+T0 = "t0"
+#: Microseconds in a day (polars Datetime("us") arithmetic).
+DAY_US = 86_400 * 1_000_000
 
 #: The event vocabulary. Anything else is kept as OTHER_EVENT and counted.
 EVENT_TYPES: tuple[str, ...] = (
@@ -66,9 +59,7 @@ GROUPS: dict[str, str] = {
     "buying_timeline": "buying timeline",
 }
 
-LEADS_SCHEMA: dict[str, pl.DataType] = {LEAD_ID: pl.String(), CREATED_AT: TS}
 EVENTS_SCHEMA: dict[str, pl.DataType] = {LEAD_ID: pl.String(), OCCURRED_AT: TS, EVENT_TYPE: pl.String()}
-OUTCOMES_SCHEMA: dict[str, pl.DataType] = {LEAD_ID: pl.String(), CONVERTED: pl.Boolean(), CONVERTED_AT: TS}
 
 #: Which business group each event kind's features belong to (reason codes and ground truth agree on it).
 EVENT_GROUP: dict[str, str] = {
@@ -88,3 +79,14 @@ EVENT_GROUP: dict[str, str] = {
     "meeting": "demo_trial",
     OTHER_EVENT: "engagement",
 }
+
+
+def utc(ts: datetime) -> datetime:
+    """An aware UTC datetime: a naive one is read as UTC, an aware one converted."""
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def has_legacy_score(frame: pl.DataFrame) -> bool:
+    """Whether a frame carries the legacy point score for at least one lead (sources without one have nothing to
+    compare the 70 and 80 point cutoffs against)."""
+    return LEGACY_SCORE in frame.columns and frame[LEGACY_SCORE].null_count() < frame.height

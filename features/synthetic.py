@@ -38,6 +38,7 @@ from typing import TypeVar
 
 import numpy as np
 import polars as pl
+from scipy.special import expit
 
 from features.build import CAREERS_ONLY, HIGH_INTENT_RECENCY, SENIORITY, count_name, parse_seniority
 from features.legacy import legacy_score, recent_activity
@@ -45,23 +46,24 @@ from features.schema import (
     CONVERTED,
     CONVERTED_AT,
     CREATED_AT,
+    DAY_US,
     EVENT_TYPE,
     EVENT_TYPES,
     HIGH_INTENT_EVENTS,
     LEAD_ID,
     OCCURRED_AT,
+    T0,
     TS,
+    utc,
 )
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
-T0 = "t0"
 P_TRUE = "p_true"
 INTERCEPT = "intercept"
 SEGMENT = "segment"
 INTENT = "intent"
 
-DAY_US = 86_400 * 1_000_000
 SECOND_US = 1_000_000
 #: Leads that share one random generator; chunks are whole numbers of blocks.
 LEADS_PER_BLOCK = 10_000
@@ -296,7 +298,7 @@ DRIFT = 0.3
 #: Mean days from t0 to conversion (truncated to the horizon): a "<3 months" timeline closes about 3x faster.
 DELAY_MEAN_FAST = 8.0
 DELAY_MEAN = 24.0
-#: Fast inbound: a prospect converts before t0 with probability sigmoid(FAST_INBOUND_LOG_ODDS + ... ).
+#: Fast inbound: a prospect converts before t0 with probability expit(FAST_INBOUND_LOG_ODDS + ... ).
 FAST_INBOUND_LOG_ODDS = -5.0
 FAST_INBOUND_DEMO = 2.0
 FAST_INBOUND_TIMELINE = 1.0
@@ -530,10 +532,6 @@ def intercept_at(t0_us: np.ndarray, *, start_us: int, end_us: int) -> np.ndarray
     return BASE_LOG_ODDS + DRIFT * (2.0 * elapsed - 1.0)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 # ---------------------------------------------------------------- the simulation of one block
 
 
@@ -622,7 +620,7 @@ def _simulate(
     drivers = driver_terms(features.hstack(inputs.drop(LEAD_ID)))
     intercept = intercept_at(t0, start_us=world.start, end_us=world.snapshot)
     log_odds = intercept + drivers.drop(LEAD_ID).to_numpy().sum(axis=1)
-    p_true = sigmoid(log_odds)
+    p_true = expit(log_odds)
 
     # Outcomes: the Bernoulli label, its timing, buyers' ramp-up after t0, late converters, then the snapshot cut.
     label = (rng.random(n) < p_true) & ~fast
@@ -723,7 +721,7 @@ def _fast_inbound_p(firmo: dict[str, np.ndarray], intent: np.ndarray) -> np.ndar
     demo = firmo["lead_source"] == LEAD_SOURCES.index("inbound demo")
     fast = firmo["buying_timeline"] == BUYING_TIMELINES.index(FAST_TIMELINE)
     x = FAST_INBOUND_LOG_ODDS + FAST_INBOUND_DEMO * demo + FAST_INBOUND_TIMELINE * fast + FAST_INBOUND_INTENT * intent
-    return sigmoid(x)
+    return expit(x)
 
 
 def _base_events(
@@ -909,4 +907,4 @@ def _as_utc(ts: str | date | datetime) -> datetime:
         ts = datetime.fromisoformat(ts)
     if not isinstance(ts, datetime):
         ts = datetime(ts.year, ts.month, ts.day)
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return utc(ts)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 
@@ -39,7 +40,7 @@ class LinearBaseline:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         z = self.design(X) @ np.asarray(self.coef) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return np.asarray(expit(z))
 
 
 def _design(X: np.ndarray, b: LinearBaseline) -> np.ndarray:

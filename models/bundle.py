@@ -66,6 +66,21 @@ BUNDLE_FILES = {
 }
 
 
+def model_text_problem(text: str) -> str | None:
+    """Why a LightGBM model text cannot be a whole model (None when it looks whole). LightGBM aborts the process, or
+    crashes, on a truncated file rather than raising, so the text is checked before LightGBM sees it."""
+    if not text.startswith("tree\n"):
+        return "not a LightGBM model text (it does not start with 'tree')"
+    if "\nend of trees\n" not in text:
+        return "truncated: no 'end of trees' line"
+    header = text.split("\n\n", 1)[0]
+    sizes = [line.split("=", 1)[1].split() for line in header.splitlines() if line.startswith("tree_sizes=")]
+    trees = text.count("\nTree=")
+    if sizes and len(sizes[0]) != trees:
+        return f"truncated: the header lists {len(sizes[0])} trees, the text holds {trees}"
+    return None
+
+
 def bundle_from_parts(
     model_text: str, spec: dict[str, Any], calibrator: dict[str, Any], threshold: dict[str, Any]
 ) -> Bundle:

@@ -12,18 +12,15 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 from models.metrics import labels_and_scores
 
 METHODS = ("isotonic", "sigmoid")
 #: Most values a stored percentile reference holds (quantiles at 0.0%, 0.1%, ..., 100%).
 REFERENCE_SIZE = 1001
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-z)) without overflow for large |z|."""
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,7 @@ class Calibrator:
         if self.method == "isotonic":
             p = np.interp(m, np.asarray(self.x_thresholds), np.asarray(self.y_thresholds))
         else:
-            p = _sigmoid(self.a * m + self.b)
+            p = expit(self.a * m + self.b)
         return np.clip(p, 0.0, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,42 +91,20 @@ def _fit_isotonic(margin: np.ndarray, y: np.ndarray) -> Calibrator:
                       y_thresholds=[float(v) for v in iso.y_thresholds_])
 
 
-def _fit_sigmoid(margin: np.ndarray, y: np.ndarray, *, max_iter: int = 100) -> Calibrator:
-    """Platt scaling by Newton's method with Platt's smoothed targets (N+ + 1)/(N+ + 2) and 1/(N- + 2), which keep the
-    fit finite even when the margin separates the classes perfectly."""
+def _fit_sigmoid(margin: np.ndarray, y: np.ndarray) -> Calibrator:
+    """Platt scaling with Platt's smoothed targets (N+ + 1)/(N+ + 2) and 1/(N- + 2), which keep the fit finite even
+    when the margin separates the classes perfectly. A soft target t is the same log loss as a positive row of weight t
+    plus a negative row of weight 1 - t, so scikit-learn's unpenalised Newton solver fits it exactly."""
     n_pos = y.sum()
     n_neg = y.size - n_pos
     t = np.where(y == 1.0, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
     mu, sd = float(margin.mean()), float(margin.std())
     sd = sd if sd > 0.0 else 1.0
-    X = np.column_stack([(margin - mu) / sd, np.ones_like(margin)])
-    w = np.array([0.0, math.log(t.mean() / (1.0 - t.mean()))])
-
-    def loss(w: np.ndarray) -> float:
-        z = X @ w
-        # -[t log s + (1 - t) log(1 - s)] = log(1 + e^z) - t z
-        return float(np.sum(np.logaddexp(0.0, z) - t * z))
-
-    current = loss(w)
-    for _ in range(max_iter):
-        s = _sigmoid(X @ w)
-        grad = X.T @ (s - t)
-        hess = (X * (s * (1.0 - s))[:, None]).T @ X + 1e-12 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        scale = 1.0
-        while scale > 1e-10:  # backtracking keeps each Newton step a descent step
-            candidate = w - scale * step
-            new = loss(candidate)
-            if new <= current:
-                break
-            scale /= 2.0
-        else:
-            break
-        w, current = candidate, new
-        if np.max(np.abs(scale * step)) < 1e-10:
-            break
-    a = w[0] / sd
-    return Calibrator(method="sigmoid", a=float(a), b=float(w[1] - a * mu))
+    z = ((margin - mu) / sd)[:, None]
+    lr = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000).fit(
+        np.vstack([z, z]), np.r_[np.ones(y.size), np.zeros(y.size)], sample_weight=np.r_[t, 1.0 - t])
+    a = float(lr.coef_[0, 0]) / sd
+    return Calibrator(method="sigmoid", a=a, b=float(lr.intercept_[0]) - a * mu)
 
 
 def fit_calibrator(

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 #: Curves written for DVC plots are cut down to about this many points (the shape survives, the files stay small).
 MAX_CURVE_POINTS = 500
@@ -106,14 +113,15 @@ def log_loss(y: ArrayLike, p: ArrayLike) -> float:
 def brier(y: ArrayLike, p: ArrayLike) -> float:
     """Mean squared error of the probabilities: rewards both ranking and calibration."""
     yy, pp = labels_and_scores(y, p, probability=True)
-    return float(np.mean((pp - yy) ** 2))
+    return float(brier_score_loss(yy, pp))
 
 
 def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bins exactly as scikit-learn's calibration_curve draws them: [0, 1/b], (1/b, 2/b], ..., so ECE
+    and the reliability curve always bin a lead the same way."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
-    # equal-width bins [0, 1/b), [1/b, 2/b), ..., [(b-1)/b, 1]: p = 1 falls in the last bin
-    return np.minimum((p * bins).astype(np.int64), bins - 1)
+    return np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p)
 
 
 def _bin_stats(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -168,9 +176,13 @@ def pr_points(y: ArrayLike, p: ArrayLike) -> pl.DataFrame:
 
 
 def reliability_curve(y: ArrayLike, p: ArrayLike, *, bins: int = 10) -> pl.DataFrame:
-    """Mean predicted probability against observed conversion rate per equal-width bin (empty bins left out)."""
+    """Mean predicted probability against observed conversion rate per equal-width bin (empty bins left out), as
+    scikit-learn's calibration_curve draws it, with each bin's lead count beside it."""
     yy, pp = labels_and_scores(y, p, probability=True)
-    mean_p, rate, count = _bin_stats(yy, pp, bins)
+    idx = _bin_index(pp, bins)
+    rate, mean_p = calibration_curve(yy, pp, n_bins=bins, strategy="uniform")
+    count = np.bincount(idx, minlength=bins)
+    count = count[count > 0].astype(np.float64)
     return pl.DataFrame(
         {"mean_predicted": mean_p, "observed_rate": rate, "count": count.astype(np.int64)},
         schema={"mean_predicted": pl.Float64, "observed_rate": pl.Float64, "count": pl.Int64},

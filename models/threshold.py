@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike
 
+from models.calibration import to_score
 from models.metrics import labels_and_scores
 
 POLICIES = ("expected_value", "capacity", "precision_target", "recall_target", "legacy_volume")
@@ -26,8 +28,40 @@ POLICY_INPUTS: dict[str, tuple[str, ...]] = {
     "recall_target": ("recall_target",),
     "legacy_volume": ("legacy_handoffs",),
 }
+#: The legacy rule's cutoffs every report compares against (points on the 0-100 legacy scale).
+LEGACY_CUTOFFS: tuple[int, ...] = (70, 80)
+#: The calibrate params each policy may read (the rest of the section is not a policy input).
+POLICY_PARAMS: tuple[str, ...] = (
+    "value_per_conversion",
+    "cost_per_handoff",
+    "reps",
+    "leads_per_rep_per_week",
+    "precision_target",
+    "recall_target",
+)
 #: Bootstrap resamples are drawn in chunks of about this many row indices, to bound memory on large splits.
 _CHUNK_CELLS = 1_000_000
+
+
+def period_weeks(t0: pl.Series) -> float:
+    """Length of a split's decision-time period in weeks (at least one day), for per-week rates."""
+    span = (t0.max() - t0.min()).total_seconds() / 86400.0  # type: ignore[operator, union-attr]
+    return max(span, 1.0) / 7.0
+
+
+def threshold_score(t: float) -> int:
+    """The lowest 0-100 score at or above probability t: SQL means score >= this, the number a rep sees."""
+    return int(math.ceil(100.0 * t - 1e-9))
+
+
+def on_score_scale(p: np.ndarray) -> np.ndarray:
+    """Probabilities rounded to the 0-100 score, so a threshold chosen among them falls on a whole score."""
+    return to_score(p) / 100.0
+
+
+def policy_inputs(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The policy inputs of a calibrate params section."""
+    return {k: params[k] for k in POLICY_PARAMS}
 
 
 def _policy_parameter(policy: str, inputs: Mapping[str, float | None]) -> float:

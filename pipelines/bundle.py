@@ -5,10 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models.bundle import BUNDLE_FILES, Bundle, bundle_from_parts
+import lightgbm as lgb
+
+from models.bundle import BUNDLE_FILES, Bundle, bundle_from_parts, model_text_problem
 from pipelines.io import BadInput
 
 DEFAULT_BUNDLE = Path("data/artifacts")
+
+
+def load_booster(path: str | Path) -> lgb.Booster:
+    """A LightGBM model file, checked before LightGBM parses it (a truncated file would abort the process)."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise BadInput(file, "model file not found (run the train stage first)") from None
+    except UnicodeDecodeError:
+        raise BadInput(file, "not a LightGBM model text (not UTF-8 text)") from None
+    problem = model_text_problem(text)
+    if problem:
+        raise BadInput(file, problem)
+    return lgb.Booster(model_str=text)
 
 
 def load_bundle_dir(path: str | Path) -> Bundle:

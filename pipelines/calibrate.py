@@ -3,59 +3,36 @@
 The calibrator is fitted on the held-out valid margins written by `train` (from the booster that did not see valid),
 so it stays honest when the final model was refit on train + valid.
 
-python -m pipelines.calibrate --features data/features/features.parquet --model data/artifacts/model.txt \
-    --spec data/artifacts/feature_spec.json --calibrator data/artifacts/calibrator.json \
-    --threshold data/artifacts/threshold.json --train-run data/artifacts/train_run.json \
-    --valid-margins data/artifacts/valid_margins.parquet --run data/artifacts/calibrate_run.json
+Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --model ... --spec ... --calibrator ...
+--threshold ... --train-run ... --valid-margins ... --run ...`); params from the `calibrate` section and `base`.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from scipy.special import expit
 
+from features.schema import LEGACY_SCORE, T0, has_legacy_score
 from features.spec import to_matrix
 from models.calibration import fit_calibrator, percentile_reference, to_score
 from models.metrics import ece
-from models.threshold import bootstrap_interval, choose_threshold
+from models.threshold import (
+    LEGACY_CUTOFFS,
+    bootstrap_interval,
+    choose_threshold,
+    on_score_scale,
+    period_weeks,
+    policy_inputs,
+    threshold_score,
+)
 from pipelines import tracking
-from pipelines.io import load_params, read_json, write_json
-
-LEGACY_CUTOFFS = (70, 80)
-
-
-def period_weeks(t0: pl.Series) -> float:
-    """Length of a split's decision-time period in weeks (at least one day), for per-week rates."""
-    span = (t0.max() - t0.min()).total_seconds() / 86400.0  # type: ignore[operator, union-attr]
-    return max(span, 1.0) / 7.0
-
-
-def threshold_score(t: float) -> int:
-    """The lowest 0-100 score at or above probability t: SQL means score >= this, the number a rep sees."""
-    return int(math.ceil(100.0 * t - 1e-9))
-
-
-def on_score_scale(p: np.ndarray) -> np.ndarray:
-    """Probabilities rounded to the 0-100 score, so a threshold chosen among them falls on a whole score."""
-    return to_score(p) / 100.0
-
-
-def policy_inputs(params: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "value_per_conversion",
-        "cost_per_handoff",
-        "reps",
-        "leads_per_rep_per_week",
-        "precision_target",
-        "recall_target",
-    )
-    return {k: params[k] for k in keys}
+from pipelines.bundle import load_booster
+from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_json
 
 
 def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndarray:
@@ -88,9 +65,8 @@ def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params:
     )
     p = calibrator.predict(margin)
     p_train = calibrator.predict(booster.predict(to_matrix(train, spec), raw_score=True))
-    weeks = period_weeks(valid["t0"])
-    has_legacy = "legacy_score" in valid.columns and valid["legacy_score"].null_count() < valid.height
-    legacy_handoffs = int((valid["legacy_score"] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy else None
+    weeks = period_weeks(valid[T0])
+    legacy_handoffs = int((valid[LEGACY_SCORE] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy_score(valid) else None
     inputs = policy_inputs(params)
     kwargs = dict(policy=params["policy"], weeks=weeks, legacy_handoffs=legacy_handoffs, **inputs)
     p_score = on_score_scale(p)
@@ -100,7 +76,7 @@ def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params:
     calib = {
         "calibrator": calibrator.to_dict(),
         "reference": [float(v) for v in percentile_reference(p_train)],
-        "valid_ece_uncalibrated": ece(y, 1.0 / (1.0 + np.exp(-np.asarray(margin)))),
+        "valid_ece_uncalibrated": ece(y, expit(margin)),
         "valid_ece_in_sample": ece(y, p),
         "valid_positives": int(y.sum()),
     }
@@ -123,10 +99,8 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
     import mlflow
 
     tracking.set_experiment()
-    with mlflow.start_run(run_name=f"calibrate-{threshold['policy']}",
-                          tags={"mlflow.parentRunId": train_run["run_id"],
-                                "leadlift.training_run_id": train_run["run_id"],
-                                "leadlift.stage": "calibrate", "git_commit": tracking.git_commit()}) as run:
+    with mlflow.start_run(run_name=f"calibrate-{threshold['policy']}", parent_run_id=train_run["run_id"],
+                          tags={"leadlift.training_run_id": train_run["run_id"], "leadlift.stage": "calibrate"}) as run:
         mlflow.log_params(tracking.flatten({"calibrate": {k: v for k, v in params.items() if k != "base"}}))
         mlflow.log_metrics({
             "threshold_probability": threshold["threshold_probability"],
@@ -140,21 +114,14 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
         return {"run_id": run.info.run_id, "training_run_id": train_run["run_id"]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", type=Path, default=Path("data/features/features.parquet"))
-    ap.add_argument("--model", type=Path, default=Path("data/artifacts/model.txt"))
-    ap.add_argument("--spec", type=Path, default=Path("data/artifacts/feature_spec.json"))
-    ap.add_argument("--calibrator", type=Path, default=Path("data/artifacts/calibrator.json"))
-    ap.add_argument("--threshold", type=Path, default=Path("data/artifacts/threshold.json"))
-    ap.add_argument("--train-run", type=Path, default=Path("data/artifacts/train_run.json"))
-    ap.add_argument("--valid-margins", type=Path, default=Path("data/artifacts/valid_margins.parquet"))
-    ap.add_argument("--run", type=Path, default=Path("data/artifacts/calibrate_run.json"))
-    args = ap.parse_args()
-    params = load_params("calibrate")
-    frame = pl.read_parquet(args.features)
-    calib, threshold = run(frame, lgb.Booster(model_file=str(args.model)), read_json(args.spec), params,
-                           pl.read_parquet(args.valid_margins))
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "features", "model", "spec", "calibrator", "threshold", "train-run",
+                      "valid-margins", "run")
+    params = load_params("calibrate", args.params)
+    frame = read_frame(args.features)
+    calib, threshold = run(frame, load_booster(args.model), read_json(args.spec), params,
+                           read_frame(args.valid_margins))
     write_json(args.calibrator, calib)
     write_json(args.threshold, threshold)
     run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))

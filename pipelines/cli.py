@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
@@ -11,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from pipelines.io import BadInput
+from pipelines.io import PARAMS_FILE, exit_codes, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)
@@ -19,25 +20,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def exits_cleanly(fn: F) -> F:
-    """Bad input -> a message naming file/column/row and exit 2; anything else a one-line error and exit 1."""
+    """Bad input -> exit 2 (`pipelines.io.exit_codes`, as every stage main); any other failure -> one line and exit 1,
+    never a traceback that could echo a row of someone's data."""
+    guarded = exit_codes(fn)
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
-        except BadInput as e:
-            console.print(f"[bold red]bad input:[/] {e}")
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort):
+            return guarded(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
-            from features.contract import ContractError
-
-            if isinstance(e, ContractError):
-                console.print(f"[bold red]bad input:[/] {e}")
-                raise typer.Exit(2) from None
-            console.print(f"[bold red]failed:[/] {type(e).__name__}: {e}")
-            raise typer.Exit(1) from None
+            print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -45,22 +40,22 @@ def exits_cleanly(fn: F) -> F:
 @app.command()
 @exits_cleanly
 def generate(
-    leads: Annotated[int, typer.Option(help="Number of leads.")] = 20000,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
     out: Annotated[Path, typer.Option(help="Folder for leads/events/outcomes/truth parquet.")] = Path("data/raw"),
-    start: Annotated[str, typer.Option(help="First creation date (YYYY-MM-DD).")] = "2025-01-01",
-    months: Annotated[int, typer.Option(help="Months of lead creation.")] = 15,
+    leads: Annotated[int | None, typer.Option(help="Number of leads [default: params generate.leads].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same bytes [default: params base.seed].")]
+    = None,
+    start: Annotated[str | None, typer.Option(help="First creation date, YYYY-MM-DD [default: params].")] = None,
+    months: Annotated[int | None, typer.Option(help="Months of lead creation [default: params].")] = None,
+    params: Annotated[Path, typer.Option(help="Params file the defaults come from.")] = PARAMS_FILE,
 ) -> None:
-    """Write a seeded synthetic CRM export (leads, events, outcomes, and ground truth)."""
+    """Write a seeded synthetic CRM export (leads, events, outcomes, and ground truth); defaults from params.yaml."""
     from pipelines.generate import run
-    from pipelines.io import load_params
 
-    base = (
-        load_params("generate")["base"]
-        if Path("params.yaml").exists()
-        else {"observation_days": 14, "horizon_days": 60}
-    )
-    summary = run(out, leads=leads, seed=seed, start=start, months=months,
+    p = load_params("generate", params)
+    base = p["base"]
+    summary = run(out, leads=int(leads if leads is not None else p["leads"]),
+                  seed=int(seed if seed is not None else base["seed"]), start=str(start or p["start"]),
+                  months=int(months if months is not None else p["months"]),
                   observation_days=int(base["observation_days"]), horizon_days=int(base["horizon_days"]))
     console.print(summary)
 

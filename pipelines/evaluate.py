@@ -1,13 +1,13 @@
 """`evaluate` stage: honest out-of-time metrics on the test split, the decision side-by-side with the legacy
 70 and 80 point cutoffs, reason-code fidelity, plots, and the MLflow model version with its promotion gates.
 
-python -m pipelines.evaluate --features data/features/features.parquet --bundle data/artifacts \
-    --notes data/handoff/notes.jsonl --metrics reports/metrics.json --plots reports/plots --figures reports/figures
+Paths come from dvc.yaml (`python -m pipelines.evaluate --features ... --bundle ... --interim ... --notes ...
+--metrics ... --plots ... --figures ... --registry ...`); params from the `evaluate` and `calibrate` sections
+and `base`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -16,18 +16,19 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy.special import expit
 
-from features.schema import GROUPS, LEAD_ID
+from features.build import SPLIT
+from features.schema import GROUPS, LEAD_ID, T0, has_legacy_score
 from features.spec import feature_names, to_matrix
 from models import metrics as M
 from models.baseline import LinearBaseline
 from models.bundle import BUNDLE_FILES, SQL, Bundle
-from models.threshold import sweep
+from models.threshold import LEGACY_CUTOFFS, period_weeks, sweep
 from models.treeshap import TreeShap
 from pipelines import plots, tracking
 from pipelines.bundle import load_bundle
-from pipelines.calibrate import LEGACY_CUTOFFS, period_weeks
-from pipelines.io import load_params, read_json, write_frame, write_json
+from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_json
 
 SHAP_SAMPLE = 2000
 
@@ -43,7 +44,7 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
     X = to_matrix(test, bundle.spec)
     margin = bundle.margin(X)
     p = bundle.calibrator.predict(margin)
-    weeks = period_weeks(test["t0"])
+    weeks = period_weeks(test[T0])
     value, cost = float(calib_params["value_per_conversion"]), float(calib_params["cost_per_handoff"])
     out: dict[str, Any] = {
         "test": {
@@ -57,7 +58,7 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
             "log_loss": M.log_loss(y, p),
             "brier": M.brier(y, p),
             "ece": M.ece(y, p),
-            "ece_uncalibrated": M.ece(y, 1.0 / (1.0 + np.exp(-margin))),
+            "ece_uncalibrated": M.ece(y, expit(margin)),
             "lift_at_10pct": M.lift_at(y, p, 0.1),
         }
     }
@@ -68,8 +69,7 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
     decision.update(policy=bundle.threshold["policy"], threshold_score=int(bundle.threshold["threshold_score"]),
                     threshold_probability=float(bundle.threshold["threshold_probability"]))
     out["decision"] = decision
-    has_legacy = "legacy_score" in test.columns and test["legacy_score"].null_count() < test.height
-    if has_legacy:
+    if has_legacy_score(test):
         legacy = test["legacy_score"].fill_null(0).to_numpy().astype(np.float64)
         out["test"]["legacy_auc"] = M.auc(y, legacy)
         out["legacy"] = {
@@ -236,26 +236,19 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", type=Path, default=Path("data/features/features.parquet"))
-    ap.add_argument("--bundle", type=Path, default=Path("data/artifacts"))
-    ap.add_argument("--interim", type=Path, default=Path("data/interim"))
-    ap.add_argument("--notes", type=Path, default=Path("data/handoff/notes.jsonl"))
-    ap.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
-    ap.add_argument("--plots", type=Path, default=Path("reports/plots"))
-    ap.add_argument("--figures", type=Path, default=Path("reports/figures"))
-    ap.add_argument("--registry", type=Path, default=Path("data/artifacts/registry.json"))
-    args = ap.parse_args()
-    params = load_params("evaluate")
-    calib_params = load_params("calibrate")
-    frame = pl.read_parquet(args.features)
-    test = frame.filter(pl.col("split") == "test")
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "features", "bundle", "interim", "notes", "metrics", "plots", "figures",
+                      "registry")
+    params = load_params("evaluate", args.params)
+    calib_params = load_params("calibrate", args.params)
+    frame = read_frame(args.features)
+    test = frame.filter(pl.col(SPLIT) == "test")
     bundle = load_bundle(args.bundle)
     baseline_path = args.bundle / "baseline.json"
     baseline = LinearBaseline.from_dict(read_json(baseline_path)) if baseline_path.exists() else None
     source = read_json(args.interim / "source.json")
-    truth = pl.read_parquet(source["truth"]) if source.get("truth") and Path(source["truth"]).exists() else None
+    truth = read_frame(source["truth"]) if source.get("truth") and Path(source["truth"]).exists() else None
     metrics = evaluate_frame(test, bundle, baseline, calib_params, truth)
     notes = [json.loads(line) for line in args.notes.read_text().splitlines() if line.strip()]
     metrics["explain"] = {

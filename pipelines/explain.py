@@ -1,12 +1,11 @@
 """`explain` stage: handoff notes, with SHAP reason codes, for the test period's recommended leads.
 
-python -m pipelines.explain --features data/features/features.parquet --bundle data/artifacts \
-    --interim data/interim --out data/handoff
+Paths come from dvc.yaml (`python -m pipelines.explain --features ... --bundle ... --interim ... --out ...`); params
+from the `explain` section and `base`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from importlib import resources
 from pathlib import Path
@@ -15,12 +14,13 @@ from typing import Any
 import polars as pl
 import yaml
 
+from features.build import SPLIT
 from features.schema import LEAD_ID
 from features.spec import to_matrix
 from models.bundle import SQL, Bundle
 from models.handoff import build_notes, note_markdown, note_row
 from pipelines.bundle import load_bundle
-from pipelines.io import load_params, read_json, write_frame, write_text
+from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_text
 
 
 def load_catalog(path: Path | None = None) -> dict[str, Any]:
@@ -68,21 +68,16 @@ def write_notes(notes: list[dict[str, Any]], out: Path, *, top: int) -> None:
     write_text(out / "notes.md", header + "\n".join(note_markdown(n) for n in notes))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", type=Path, default=Path("data/features/features.parquet"))
-    ap.add_argument("--bundle", type=Path, default=Path("data/artifacts"))
-    ap.add_argument("--interim", type=Path, default=Path("data/interim"))
-    ap.add_argument("--out", type=Path, default=Path("data/handoff"))
-    ap.add_argument("--split", default="test")
-    args = ap.parse_args()
-    params = load_params("explain")
-    frame = pl.read_parquet(args.features).filter(pl.col("split") == args.split)
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "features", "bundle", "interim", "out")
+    params = load_params("explain", args.params)
+    frame = read_frame(args.features).filter(pl.col(SPLIT) == "test")
     bundle = load_bundle(args.bundle)
     top = int(params["top_reasons"])
     notes = notes_for(frame, bundle, load_catalog(), all_leads=bool(params["all_leads"]), top=top, interim=args.interim)
     write_notes(notes, args.out, top=top)
-    print(f"explain: {len(notes)} handoff notes for {frame.height} {args.split}-period leads -> {args.out}")
+    print(f"explain: {len(notes)} handoff notes for {frame.height} test-period leads -> {args.out}")
 
 
 if __name__ == "__main__":

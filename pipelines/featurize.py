@@ -1,7 +1,7 @@
 """Stage `featurize`: point-in-time features, labels, the time split, the feature spec and the leak guard.
 
-python -m pipelines.featurize --interim data/interim --out data/features \
-    --spec data/artifacts/feature_spec.json --report reports/featurize.json
+Paths come from dvc.yaml (`python -m pipelines.featurize --interim ... --out ... --spec ... --report ...`); params
+from the `featurize` section and `base`.
 
 Reads the canonical tables and source.json that ingest wrote, and writes data/features/features.parquet (every lead,
 out-of-scope ones with split null), the feature spec and a report whose scope counts add up to the leads.
@@ -10,9 +10,7 @@ Exit 2 on bad input or when the leak guard refuses a column.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from features.build import (
     label_leads,
     time_split,
 )
-from features.leakguard import LeakError, find_leaks
+from features.leakguard import find_leaks
 from features.schema import (
     CONVERTED_AT,
     CREATED_AT,
@@ -39,9 +37,10 @@ from features.schema import (
     LEAD_ID,
     LEGACY_SCORE,
     OCCURRED_AT,
+    utc,
 )
 from features.spec import feature_names, make_spec
-from pipelines.io import BadInput, load_params, read_json, write_frame, write_json
+from pipelines.io import BadInput, exit_codes, load_params, read_json, stage_args, write_frame, write_json
 
 
 def featurize(
@@ -95,7 +94,7 @@ def _snapshot(source: dict[str, Any], leads: pl.LazyFrame, events: pl.LazyFrame,
     raw = source.get("snapshot_at")
     if raw:
         ts = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        return (ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)), "source"
+        return utc(ts), "source"
     newest = [
         leads.select(pl.col(CREATED_AT).max()).collect().item(),
         events.select(pl.col(OCCURRED_AT).max()).collect().item(),
@@ -164,23 +163,11 @@ def _read_inputs(interim: Path) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFram
     return tables["leads"], events, tables["outcomes"], source
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Point-in-time features, labels, split, spec and leak guard.")
-    ap.add_argument("--interim", type=Path, default=Path("data/interim"))
-    ap.add_argument("--out", type=Path, default=Path("data/features"))
-    ap.add_argument("--spec", type=Path, default=Path("data/artifacts/feature_spec.json"))
-    ap.add_argument("--report", type=Path, default=Path("reports/featurize.json"))
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = ap.parse_args(argv)
-    try:
-        leads, events, outcomes, source = _read_inputs(args.interim)
-        frame, spec, report = featurize(leads, events, outcomes, source, load_params("featurize", args.params))
-    except BadInput as err:
-        print(f"bad input: {err}", file=sys.stderr)
-        return 2
-    except LeakError as err:
-        print(str(err), file=sys.stderr)
-        return 2
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "interim", "out", "spec", "report")
+    leads, events, outcomes, source = _read_inputs(args.interim)
+    frame, spec, report = featurize(leads, events, outcomes, source, load_params("featurize", args.params))
     write_frame(frame, args.out / "features.parquet")
     write_json(args.spec, spec)
     write_json(args.report, report)
@@ -190,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['features']} features")
     for f in report["leak_guard"]["findings"]:
         print(f"leak guard: allowed {f['column']}: {f['reason']}")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -10,8 +10,6 @@ so memory stays flat at 1M leads and a failed run leaves the old files in place.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from features.schema import CONVERTED, EVENT_TYPE
 from features.synthetic import generate_chunks, generate_new_batch, snapshot_at
-from pipelines.io import atomic_path, load_params, write_json, write_text
+from pipelines.io import BadInput, atomic_path, exit_codes, load_params, stage_args, write_json, write_text
 
 TABLES: tuple[str, ...] = ("leads", "events", "outcomes", "truth")
 #: Leads per chunk: about 5M events, a few hundred MB at the peak.
@@ -188,24 +186,20 @@ def source_batch(source: Path, out_dir: Path, *, leads: int, ingest_params: dict
     return summary
 
 
+@exit_codes
 def main(argv: list[str] | None = None) -> None:
     """The DVC stage: params `generate` + `base` -> the export and the batch of new leads.
 
     With `base.source` set to a user's own export, there is nothing to generate: data/raw only says so, and the
     batch of new leads is the export's newest `generate.new_leads` leads.
     """
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("data/raw"), help="folder for the export")
-    ap.add_argument("--new-out", type=Path, default=Path("data/new"), help="folder for the batch of new leads")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = ap.parse_args(argv)
+    args = stage_args(argv, __doc__, "out", "new-out")
     params = load_params("generate", args.params)
     base = params["base"]
     source = Path(base["source"])
     if not source.is_file():
-        print(f"bad input: base.source {source}: no such source mapping (expected a YAML file such as "
-              f"sources/synthetic.yaml)", file=sys.stderr)
-        raise SystemExit(2)
+        raise BadInput(source, "base.source names no source mapping (expected a YAML file such as "
+                               "sources/synthetic.yaml)")
     if not is_synthetic(source):
         write_text(args.out / "README.md", f"No synthetic export: base.source is {source}, a user's own export.\n")
         new = source_batch(source, args.new_out, leads=int(params["new_leads"]),

@@ -2,6 +2,8 @@
 
     python -m pipelines.ingest --source sources/synthetic.yaml --out data/interim --report reports/ingest.json
 
+(the paths as dvc.yaml gives them; params from the `ingest` section and `base`.)
+
 Writes data/interim/{leads,events,outcomes}.parquet (canonical, clean rows only), source.json (the resolved column
 roles), quarantine.csv (table, row, lead_id, column, reason) and the report, and prints "leads: N in = M out + Q
 quarantined" per table. A file-level problem raises BadInput (exit 2) naming the file, column and row; so does a
@@ -16,9 +18,7 @@ time order (not grouped by lead) make the lead lookup cache-unfriendly: see benc
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ import yaml
 from features import contract as C
 from features.mapping import Mapped, ReadSpec, apply_mapping, canonical_mapping, finalize, load_mapping, read_spec
 from features.schema import CONVERTED_AT, CREATED_AT, OCCURRED_AT
-from pipelines.io import BadInput, atomic_path, load_params, write_frame, write_json
+from pipelines.io import BadInput, atomic_path, exit_codes, load_params, stage_args, write_frame, write_json
 
 DEFAULT_MAX_QUARANTINE_SHARE = 0.5
 QUARANTINE_SAMPLE = 20
@@ -135,13 +135,13 @@ def check(
     specs = {t: read_spec(mapping, t, path=str(paths[t]) if t in paths else None) for t in tables}
     files = {t: str(_resolve(specs[t].path, root)) for t in tables}
     frames = {t: read_table(specs[t], root=root) for t in tables}
-    with _contract_errors(files.get("leads", "leads")):
+    with _located(files.get("leads", "leads")):
         mapped = apply_mapping(mapping, frames, files=files)
     files.setdefault("outcomes", files["leads"])  # a target column lives in the leads file
     limit = C.limit_time(mapping.get("snapshot_at"), now)
     fmts = mapped.time_formats
 
-    with _contract_errors(files["leads"]), _polars_errors(Path(files["leads"])):
+    with _located(files["leads"]), _polars_errors(Path(files["leads"])):
         lead_check = C.annotate_leads(
             mapped.leads, numeric=mapped.numeric, categorical=mapped.categorical, legacy_score=mapped.legacy_score,
             passthrough=mapped.passthrough, time_format=fmts.get(CREATED_AT), limit=limit,
@@ -159,7 +159,7 @@ def check(
     for table, frame, annotate, ts_col in later:
         if frame is None:
             continue
-        with _contract_errors(files[table]), _polars_errors(Path(files[table])):
+        with _located(files[table]), _polars_errors(Path(files[table])):
             chk = annotate(frame, leads=ids, time_format=fmts.get(ts_col), limit=limit,
                            origins=mapped.origins[table], file=files[table])
             facts[table] = C.summary(chk).collect().row(0, named=True)
@@ -342,19 +342,10 @@ def print_report(report: Mapping[str, Any], *, console: Any | None = None) -> No
         console.print(bad)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", type=Path, default=None, help="source mapping YAML (default: params base.source)")
-    ap.add_argument("--out", type=Path, default=Path("data/interim"))
-    ap.add_argument("--report", type=Path, default=Path("reports/ingest.json"))
-    args = ap.parse_args()
-    params = load_params("ingest")
-    source = args.source or Path(params["base"]["source"])
-    try:
-        run(source, args.out, report=args.report, params=params)
-    except BadInput as e:
-        print(f"bad input: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "source", "out", "report")
+    run(args.source, args.out, report=args.report, params=load_params("ingest", args.params))
 
 
 # ---------------------------------------------------------------- helpers
@@ -367,7 +358,7 @@ def _load(source: Path) -> dict[str, Any]:
         raise BadInput(source, "source mapping not found") from None
     except yaml.YAMLError as e:
         raise BadInput(source, f"not valid YAML: {e}") from None
-    with _contract_errors(str(source)):
+    with _located(str(source)):
         return load_mapping(raw, origin=str(source))
 
 
@@ -395,12 +386,12 @@ def _reconcile(report: Mapping[str, Any], out_dir: Path) -> None:
 
 
 @contextmanager
-def _contract_errors(file: str) -> Iterator[None]:
-    """ContractError (from features/) -> BadInput (exit 2), keeping file, column and row."""
+def _located(file: str) -> Iterator[None]:
+    """A BadInput from pure code (which sees frames, not files) names `file`."""
     try:
         yield
-    except C.ContractError as e:
-        raise BadInput(e.file or file, e.what, column=e.column, row=e.row) from None
+    except BadInput as e:
+        raise e.located(file) from None
 
 
 @contextmanager

@@ -1,43 +1,71 @@
-"""Disk I/O shared by every stage: atomic writes, params, and the bad-input error (exit code 2)."""
+"""Disk I/O shared by every stage: atomic writes, params, stage arguments, and exit code 2 for bad input."""
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import yaml
 
+from features.errors import BadInput
+
+__all__ = ["BadInput", "atomic_path", "exit_codes", "load_params", "read_frame", "read_json", "stage_args",
+           "write_frame", "write_json", "write_text"]
+
 PARAMS_FILE = Path("params.yaml")
 
 
-class BadInput(Exception):
-    """A file-level problem with the input: the CLI prints it and exits 2."""
-
-    def __init__(self, file: str | Path, what: str, *, column: str | None = None, row: int | None = None) -> None:
-        self.file = str(file)
-        self.column = column
-        self.row = row
-        self.what = what
-        where = [f"file {self.file}"]
-        if column is not None:
-            where.append(f"column {column!r}")
-        if row is not None:
-            where.append(f"row {row}")
-        super().__init__(f"{', '.join(where)}: {what}")
-
-
 def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return params.yaml, or one section of it merged over nothing, plus the shared `base`."""
-    params = yaml.safe_load(Path(path).read_text())
+    """Return params.yaml, or one section of it with the shared `base` inside."""
+    file = Path(path)
+    try:
+        params = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise BadInput(file, "params file not found (run from the project root, or pass --params)") from None
+    except yaml.YAMLError as e:
+        raise BadInput(file, f"not valid YAML: {e}") from None
+    if not isinstance(params, dict) or "base" not in params:
+        raise BadInput(file, "params must be a mapping with a `base` section")
     if section is None:
         return params
-    return {"base": params["base"], **params.get(section, {})}
+    return {"base": params["base"], **(params.get(section) or {})}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exit_codes(fn: F) -> F:
+    """Bad input -> one line on stderr naming file, column and row, and exit 2. Every stage main and CLI command
+    runs under this, so "bad input" means the same exit code everywhere (0 done, 1 failed, 2 bad input)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as e:
+            print(f"bad input: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def stage_args(argv: list[str] | None, doc: str | None, *paths: str) -> argparse.Namespace:
+    """A stage's command line: every path is a required option (dvc.yaml is the one place that names them), plus
+    `--params` (default params.yaml). Option `--valid-margins` arrives as attribute `valid_margins`."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in paths:
+        ap.add_argument(f"--{name}", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=PARAMS_FILE, help="params file (default: params.yaml)")
+    return ap.parse_args(argv)
 
 
 @contextmanager
@@ -69,7 +97,25 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """Parsed JSON; a missing or broken file is bad input naming the file, never a bare JSONDecodeError."""
+    file = Path(path)
+    try:
+        return json.loads(file.read_text())
+    except FileNotFoundError:
+        raise BadInput(file, "not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(file, f"not valid JSON: {e}") from None
+
+
+def read_frame(path: str | Path) -> pl.DataFrame:
+    """A Parquet file a stage wrote; missing or unreadable is bad input naming the file (run the stage before)."""
+    file = Path(path)
+    if not file.is_file():
+        raise BadInput(file, "not found (run the stage that writes it first: dvc repro)")
+    try:
+        return pl.read_parquet(file)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise BadInput(file, f"not a readable Parquet file: {str(e).strip().splitlines()[0]}") from None
 
 
 def write_frame(df: pl.DataFrame, path: str | Path) -> None:

@@ -23,7 +23,7 @@ from features.spec import to_matrix
 from models import metrics as M
 from models.baseline import LinearBaseline
 from models.calibration import fit_calibrator
-from models.threshold import choose_threshold
+from models.threshold import choose_threshold, period_weeks, policy_inputs
 from pipelines import calibrate, evaluate, explain, ingest, train
 from pipelines.bundle import load_bundle
 from pipelines.featurize import featurize
@@ -120,9 +120,9 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
         m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
     )
     p_before, p_after = bundle.calibrator.predict(m_t), cal.predict(m_r)
-    weeks = calibrate.period_weeks(recent["t0"])
+    weeks = period_weeks(recent["t0"])
     t_after = float(choose_threshold(y_r, p_after, policy=params["policy"], weeks=weeks, legacy_handoffs=None,
-                                     **calibrate.policy_inputs(params)))
+                                     **policy_inputs(params)))
     p_test_after = cal.predict(m_t)
     t_before = bundle.threshold_probability
 

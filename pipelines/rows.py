@@ -16,7 +16,7 @@ from pipelines.io import BadInput
 AFTER_AS_OF = "created after the as-of time"
 
 
-def read_table(path: Path) -> pl.DataFrame:
+def read_batch_file(path: Path) -> pl.DataFrame:
     """Parquet as stored; CSV with every column as text, so the contract (not the reader) decides what is bad."""
     if not path.is_file():
         raise BadInput(path, "file not found")

@@ -21,23 +21,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.build import build_features
-from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT
+from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT, utc
 from features.spec import to_matrix
 from models.bundle import SQL, Bundle
 from models.handoff import build_notes, note_markdown, note_row
 from models.treeshap import TreeShap
 from pipelines.bundle import load_bundle
 from pipelines.explain import load_catalog
-from pipelines.io import BadInput, atomic_path, write_frame
-from pipelines.rows import Batch, check_batch, read_table
+from pipelines.io import BadInput, atomic_path, exit_codes, stage_args, write_frame
+from pipelines.rows import Batch, check_batch, read_batch_file
 
-QUARANTINE_COLUMNS = {
-    "table": pl.String,
-    "row": pl.Int64,
-    "lead_id": pl.String,
-    "column": pl.String,
-    "reason": pl.String,
-}
 OUTPUT_SCHEMA: dict[str, Any] = {
     LEAD_ID: pl.String, "probability": pl.Float64, "score": pl.Int64, "percentile": pl.Float64, "decision": pl.String,
     "headline": pl.String, "reason_1": pl.String, "reason_1_points": pl.Float64, "reason_2": pl.String,
@@ -64,11 +57,6 @@ def check_compatible(leads: pl.DataFrame, source: dict[str, Any], file: Path) ->
         raise BadInput(file, f"does not match the bundle's feature spec: missing {missing}; "
                              f"columns the bundle does not know: {extra}; expected {expected}")
     return missing
-
-
-def _utc(ts: datetime) -> datetime:
-    """A naive --as-of is read as UTC."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
@@ -142,19 +130,19 @@ class _Writer:
 def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None
                ) -> tuple[pl.DataFrame, list[str], Batch, datetime, pl.LazyFrame]:
     """Read and check a batch: (raw leads, optional columns filled as missing, checked batch, as-of time, events)."""
-    raw = read_table(leads_path)
+    raw = read_batch_file(leads_path)
     missing_optional = check_compatible(raw, source, leads_path)
     raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
     use_events = events is not None and source.get("has_events", True)
     batch = check_batch(
         raw,
-        read_table(events) if events is not None and use_events else None,
+        read_batch_file(events) if events is not None and use_events else None,
         source=source,
         leads_file=leads_path,
         events_file=events if use_events else None,
-        as_of=_utc(as_of) if as_of else None,
+        as_of=utc(as_of) if as_of else None,
     )
-    at = _utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
+    at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
     ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
         schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
     return raw, missing_optional, batch, at, ev
@@ -227,3 +215,16 @@ def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *
     firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
     return build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), catalog,
                        who=leads.select(firmo).to_dicts())
+
+
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    """The `score` stage: the sample batch of new leads, scored as sales ops would with `leadlift score`."""
+    args = stage_args(argv, __doc__, "leads", "events", "model", "out", "quarantine")
+    report = score_file(args.leads, args.out, events=args.events, quarantine=args.quarantine, model=args.model)
+    print(f"score: rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}; "
+          f"{report['sql']} SQL -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

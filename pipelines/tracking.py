@@ -7,7 +7,6 @@ Nothing here sets a tracking URI: MLflow reads MLFLOW_TRACKING_URI itself and ot
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,6 @@ from typing import Any
 EXPERIMENT = "leadlift"
 MODEL_NAME = "leadlift"
 CHAMPION = "champion"
-
-
-def git_commit() -> str:
-    """The commit the code came from, with '-dirty' when the work tree has uncommitted changes."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return sha + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def data_hash(paths: Iterable[str | Path]) -> str:

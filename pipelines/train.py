@@ -4,14 +4,12 @@ With `train.refit_on_train_and_valid`, both models are then refit on train + val
 on valid). The valid margins handed to `calibrate` always come from the booster that did not see valid, so the
 calibrator is fitted on held-out scores either way.
 
-python -m pipelines.train --features data/features/features.parquet --spec data/artifacts/feature_spec.json \
-    --model data/artifacts/model.txt --baseline data/artifacts/baseline.json \
-    --valid-margins data/artifacts/valid_margins.parquet --run data/artifacts/train_run.json --report reports/train.json
+Paths come from dvc.yaml (`python -m pipelines.train --features ... --spec ... --model ... --baseline ...
+--importance ... --valid-margins ... --run ... --report ...`); params from the `train` section and `base`.
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from models.baseline import fit_baseline
 from models.metrics import auc
 from models.train import importance, refit_gbm, train_gbm
 from pipelines import tracking
-from pipelines.io import load_params, read_json, write_frame, write_json, write_text
+from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_json, write_text
 
 
 def split_xy(frame: pl.DataFrame, spec: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +42,7 @@ class Trained:
 
 def run(features: Path, spec_path: Path, *, params: dict[str, Any]) -> Trained:
     """Train both models (and refit them on train + valid when asked)."""
-    frame = pl.read_parquet(features)
+    frame = read_frame(features)
     spec = read_json(spec_path)
     X_tr, y_tr = split_xy(frame, spec, "train")
     X_va, y_va = split_xy(frame, spec, "valid")
@@ -82,13 +80,13 @@ def run(features: Path, spec_path: Path, *, params: dict[str, Any]) -> Trained:
 def log_training(
     params: dict[str, Any], report: dict[str, Any], files: dict[str, Path], data_files: list[Path]
 ) -> dict[str, str]:
-    """One MLflow run per training: params, metrics, spec and model file, tagged with commit and data hash."""
+    """One MLflow run per training: params, metrics, spec and model file, tagged with the data hash (MLflow itself
+    records the git commit as mlflow.source.git.commit)."""
     import mlflow
 
     experiment_id = tracking.set_experiment()
     with mlflow.start_run(run_name="train") as run:
-        mlflow.set_tags({"leadlift.stage": "train", "git_commit": tracking.git_commit(),
-                         "data_hash": tracking.data_hash(data_files)})
+        mlflow.set_tags({"leadlift.stage": "train", "data_hash": tracking.data_hash(data_files)})
         mlflow.log_params(tracking.flatten({"train": {k: v for k, v in params.items() if k != "base"},
                                             "base": params["base"]}))
         mlflow.log_metrics(tracking.numeric_metrics(report))
@@ -97,18 +95,11 @@ def log_training(
         return {"run_id": run.info.run_id, "experiment_id": experiment_id}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--features", type=Path, default=Path("data/features/features.parquet"))
-    ap.add_argument("--spec", type=Path, default=Path("data/artifacts/feature_spec.json"))
-    ap.add_argument("--model", type=Path, default=Path("data/artifacts/model.txt"))
-    ap.add_argument("--baseline", type=Path, default=Path("data/artifacts/baseline.json"))
-    ap.add_argument("--importance", type=Path, default=Path("data/artifacts/importance.json"))
-    ap.add_argument("--valid-margins", type=Path, default=Path("data/artifacts/valid_margins.parquet"))
-    ap.add_argument("--run", type=Path, default=Path("data/artifacts/train_run.json"))
-    ap.add_argument("--report", type=Path, default=Path("reports/train.json"))
-    args = ap.parse_args()
-    params = load_params("train")
+@exit_codes
+def main(argv: list[str] | None = None) -> None:
+    args = stage_args(argv, __doc__, "features", "spec", "model", "baseline", "importance", "valid-margins", "run",
+                      "report")
+    params = load_params("train", args.params)
     trained = run(args.features, args.spec, params=params)
     report = trained.report
     write_text(args.model, trained.model_text)

@@ -11,14 +11,21 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from features.schema import has_legacy_score
 from features.spec import to_matrix
 from models.bundle import SQL
 from models.calibration import to_score
 from models.metrics import decision_table
-from models.threshold import choose_threshold
+from models.threshold import (
+    LEGACY_CUTOFFS,
+    choose_threshold,
+    on_score_scale,
+    period_weeks,
+    policy_inputs,
+    threshold_score,
+)
 from pipelines.bundle import load_bundle
-from pipelines.calibrate import LEGACY_CUTOFFS, on_score_scale, period_weeks, policy_inputs, threshold_score
-from pipelines.io import load_params
+from pipelines.io import load_params, read_frame
 
 COLUMNS = ("handoffs_per_week", "precision", "recall", "conversions", "expected_value")
 
@@ -27,11 +34,11 @@ def what_if(model: str | Path, features: Path, *, policy: str, overrides: dict[s
     """Rows of the comparison table, keyed by rule name; inputs from params.yaml's calibrate section plus overrides."""
     bundle = load_bundle(model)
     inputs = {**policy_inputs(load_params("calibrate")), **overrides}
-    frame = pl.read_parquet(features)
+    frame = read_frame(features)
     valid, test = (frame.filter(pl.col("split") == s) for s in ("valid", "test"))
     p_valid = bundle.probability(to_matrix(valid, bundle.spec))
     y_valid = valid["label"].to_numpy().astype(np.float64)
-    has_legacy = "legacy_score" in frame.columns and frame["legacy_score"].null_count() < frame.height
+    has_legacy = has_legacy_score(frame)
     legacy_valid = int((valid["legacy_score"] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy else None
     t = float(choose_threshold(y_valid, on_score_scale(p_valid), policy=policy, weeks=period_weeks(valid["t0"]),
                                legacy_handoffs=legacy_valid, **inputs))

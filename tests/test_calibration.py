@@ -120,3 +120,21 @@ def test_percentile_reference_of_a_large_sample_is_small_and_close() -> None:
 def test_percentile_refuses_an_unsorted_reference() -> None:
     with pytest.raises(ValueError, match="sorted ascending"):
         percentile([0.5], np.array([0.3, 0.1]))
+
+
+def test_sigmoid_fit_minimises_platts_smoothed_log_loss() -> None:
+    """Platt scaling by scikit-learn's Newton solver lands on the optimum an independent optimiser finds."""
+    from scipy.optimize import minimize
+
+    m, y = _overconfident(5_000, seed=7)
+    c = fit_calibrator(m, y, method="sigmoid")
+    n_pos = y.sum()
+    t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (y.size - n_pos + 2))
+
+    def loss(w: np.ndarray) -> float:
+        z = w[0] * m + w[1]
+        return float(np.sum(np.logaddexp(0.0, z) - t * z))
+
+    ref = minimize(loss, x0=np.array([1.0, 0.0]), method="BFGS", options={"gtol": 1e-10}).x
+    assert c.a == pytest.approx(ref[0], abs=1e-6) and c.b == pytest.approx(ref[1], abs=1e-6)
+    assert loss(np.array([c.a, c.b])) <= loss(ref) + 1e-9

@@ -1,5 +1,5 @@
 """The data contract on tiny canonical frames: row-level problems are quarantined with a reason and the counts
-reconcile; file-level problems raise ContractError naming the file, the column and the row."""
+reconcile; file-level problems raise BadInput naming the file, the column and the row."""
 
 from __future__ import annotations
 
@@ -184,19 +184,19 @@ def test_time_zone_of_naive_timestamps_is_honoured() -> None:
 
 def test_missing_required_column_raises_naming_file_and_column() -> None:
     frame = pl.DataFrame({"lead_id": ["a"], "signup": ["2025-01-01"]})
-    with pytest.raises(C.ContractError, match=r"file leads\.csv, column 'created_at': missing required column"):
+    with pytest.raises(C.BadInput, match=r"file leads\.csv, column 'created_at': missing required column"):
         C.validate(frame, files={"leads": "leads.csv"}, now=NOW)
 
 
 def test_missing_required_column_message_uses_the_source_column_name() -> None:
     frame = pl.DataFrame({"lead_id": ["a"]})
-    with pytest.raises(C.ContractError, match=r"column 'Signup Date'"):
+    with pytest.raises(C.BadInput, match=r"column 'Signup Date'"):
         C.validate(frame, origins={"leads": {"created_at": "Signup Date"}}, now=NOW)
 
 
 @pytest.mark.parametrize("header", ["lead_id;created_at;industry", "lead_id\tcreated_at"])
 def test_one_column_whose_header_holds_a_separator_is_a_wrong_delimiter(header: str) -> None:
-    with pytest.raises(C.ContractError, match=r"file x\.csv, column .*: the file was read as one column.*separator"):
+    with pytest.raises(C.BadInput, match=r"file x\.csv, column .*: the file was read as one column.*separator"):
         C.check_layout([header], file="x.csv", expected_separator=",")
 
 
@@ -207,13 +207,13 @@ def test_semicolon_file_read_with_semicolon_is_fine() -> None:
 
 def test_leads_without_rows_raise() -> None:
     frame = pl.DataFrame(schema={"lead_id": pl.String, "created_at": pl.String})
-    with pytest.raises(C.ContractError, match=r"file l\.csv: no data rows"):
+    with pytest.raises(C.BadInput, match=r"file l\.csv: no data rows"):
         C.validate(frame, files={"leads": "l.csv"}, now=NOW)
 
 
 def test_created_at_without_any_parseable_value_raises_with_the_first_row() -> None:
     frame = pl.DataFrame({"lead_id": ["a", "b", "c"], "created_at": [None, "13/01/2025", "14/01/2025"]})
-    with pytest.raises(C.ContractError,
+    with pytest.raises(C.BadInput,
                        match=r"file l\.csv, column 'created_at', row 2: not one of 2 values parses as a timestamp.*"
                              r"'13/01/2025'"):
         C.validate(frame, files={"leads": "l.csv"}, now=NOW)
@@ -222,21 +222,21 @@ def test_created_at_without_any_parseable_value_raises_with_the_first_row() -> N
 def test_created_at_all_empty_raises() -> None:
     frame = pl.DataFrame({"lead_id": ["a", "b"], "created_at": [None, None]},
                          schema_overrides={"created_at": pl.String})
-    with pytest.raises(C.ContractError, match=r"column 'created_at': every value is empty"):
+    with pytest.raises(C.BadInput, match=r"column 'created_at': every value is empty"):
         C.validate(frame, now=NOW)
 
 
 def test_numeric_column_of_text_raises() -> None:
-    with pytest.raises(C.ContractError, match=r"column 'visits', row 1: not one of 3 values parses as a number"):
+    with pytest.raises(C.BadInput, match=r"column 'visits', row 1: not one of 3 values parses as a number"):
         C.validate(leads(visits=["many", "few", "some"]), numeric={"visits": {}}, now=NOW)
 
 
 def test_occurred_at_without_any_parseable_value_raises() -> None:
     ev = pl.DataFrame({"lead_id": ["a"], "occurred_at": ["yesterday"], "event_type": ["meeting"]})
-    with pytest.raises(C.ContractError, match=r"file e\.csv, column 'occurred_at', row 1"):
+    with pytest.raises(C.BadInput, match=r"file e\.csv, column 'occurred_at', row 1"):
         C.validate(leads(), ev, files={"events": "e.csv"}, now=NOW)
 
 
 def test_outcomes_without_converted_or_time_raise() -> None:
-    with pytest.raises(C.ContractError, match=r"needs 'converted' or 'converted_at'"):
+    with pytest.raises(C.BadInput, match=r"needs 'converted' or 'converted_at'"):
         C.validate(leads(), outcomes=pl.DataFrame({"lead_id": ["a"], "stage": ["won"]}), now=NOW)

@@ -119,6 +119,15 @@ def _params(tmp_path: Path, allow: list[str]) -> Path:
     return path
 
 
+def _exit_code(argv: list[str]) -> int:
+    """The stage main's exit code: 0 when it returns, else the code it exits with."""
+    try:
+        main(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
 def _args(tmp_path: Path, params: Path) -> list[str]:
     return ["--interim", str(tmp_path / "interim"), "--out", str(tmp_path / "features"),
             "--spec", str(tmp_path / "spec.json"), "--report", str(tmp_path / "report.json"), "--params", str(params)]
@@ -126,7 +135,7 @@ def _args(tmp_path: Path, params: Path) -> list[str]:
 
 def test_featurize_stage_exits_2_and_names_the_leak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write_interim(tmp_path / "interim", leak=True)
-    assert main(_args(tmp_path, _params(tmp_path, []))) == 2
+    assert _exit_code(_args(tmp_path, _params(tmp_path, []))) == 2
     err = capsys.readouterr().err
     assert "deal_stage" in err and "leak_allow" in err and "industry" not in err
     assert not (tmp_path / "features" / "features.parquet").exists()
@@ -134,7 +143,7 @@ def test_featurize_stage_exits_2_and_names_the_leak(tmp_path: Path, capsys: pyte
 
 def test_featurize_stage_writes_outputs_and_reports_an_allowed_leak(tmp_path: Path) -> None:
     _write_interim(tmp_path / "interim", leak=True)
-    assert main(_args(tmp_path, _params(tmp_path, ["deal_stage"]))) == 0
+    assert _exit_code(_args(tmp_path, _params(tmp_path, ["deal_stage"]))) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(f["column"], f["allowed"]) for f in report["leak_guard"]["findings"]] == [("deal_stage", True)]
     assert report["in_scope"] + report["converted_before_t0"] + report["censored"] == report["leads"] == 200
@@ -145,4 +154,4 @@ def test_featurize_stage_writes_outputs_and_reports_an_allowed_leak(tmp_path: Pa
 
 def test_featurize_stage_exits_2_when_an_input_is_missing(tmp_path: Path) -> None:
     (tmp_path / "interim").mkdir()
-    assert main(_args(tmp_path, _params(tmp_path, []))) == 2
+    assert _exit_code(_args(tmp_path, _params(tmp_path, []))) == 2

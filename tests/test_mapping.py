@@ -125,7 +125,7 @@ def test_bare_yaml_yes_for_a_text_target_asks_for_quotes() -> None:
     m = yaml.safe_load("name: t\nleads: {path: l.csv, lead_id: id, created_at: {column: c}, "
                        "target: {column: y, positive: [yes]}}")
     frame = pl.DataFrame({"id": ["a"], "c": ["2025-01-01"], "y": ["yes"]})
-    with pytest.raises(C.ContractError, match=r"column 'y'.*quote it"):
+    with pytest.raises(C.BadInput, match=r"column 'y'.*quote it"):
         apply_mapping(load_mapping(m), {"leads": frame})
 
 
@@ -169,7 +169,7 @@ def test_value_map_keys_are_compared_in_the_column_type() -> None:
                 numeric={"pdays": {"group": "recency", "description": "d"}})
     frame = pl.DataFrame({"id": ["a", "b"], "created": ["2025-01-01"] * 2, "won": [1, 0], "pdays": [3.0, 999.0]})
     assert mapped_leads(m, frame).leads["pdays"].to_list() == [3.0, None]
-    with pytest.raises(C.ContractError, match=r"column 'pdays': the mapping's values \['never'\] cannot be compared"):
+    with pytest.raises(C.BadInput, match=r"column 'pdays': the mapping's values \['never'\] cannot be compared"):
         apply_mapping(load_mapping(mapping(value_maps={"pdays": {"never": None}})), {"leads": frame})
 
 
@@ -238,7 +238,7 @@ def test_leaky_and_undeclared_columns_are_dropped_and_reported_after_outcome_kep
 def test_missing_mapped_column_names_the_file_and_column() -> None:
     m = mapping(categorical={"industry": {"group": "company_fit", "description": "Industry"}})
     frame = pl.DataFrame({"id": ["a"], "created": ["2025-01-01"], "won": [1]})
-    with pytest.raises(C.ContractError, match=r"file leads\.csv, column 'industry': missing column needed as a "
+    with pytest.raises(C.BadInput, match=r"file leads\.csv, column 'industry': missing column needed as a "
                                               r"categorical feature"):
         apply_mapping(load_mapping(m), {"leads": frame})
 

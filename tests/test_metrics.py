@@ -151,3 +151,20 @@ def test_the_auc_interval_holds_the_auc_narrows_with_more_leads_and_repeats_by_s
     assert lo < auc(y, p) < hi and auc_interval(y, p, seed=1) == (lo, hi)
     small_lo, small_hi = auc_interval(y[:400], p[:400], seed=1)
     assert small_hi - small_lo > 2 * (hi - lo)
+
+
+def test_the_reliability_curve_is_sklearns_and_bins_as_ece_does() -> None:
+    from sklearn.calibration import calibration_curve
+
+    from models.metrics import ece, reliability_curve
+
+    rng = np.random.default_rng(3)
+    p = np.concatenate([rng.random(500), np.array([0.1, 0.2, 0.5, 1.0, 0.0])])  # values on bin edges too
+    y = (rng.random(p.size) < p).astype(float)
+    curve = reliability_curve(y, p)
+    rate, mean_p = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    np.testing.assert_array_equal(curve["observed_rate"].to_numpy(), rate)
+    np.testing.assert_array_equal(curve["mean_predicted"].to_numpy(), mean_p)
+    assert int(curve["count"].sum()) == p.size
+    weighted = np.sum(curve["count"].to_numpy() * np.abs(curve["mean_predicted"] - curve["observed_rate"]).to_numpy())
+    assert ece(y, p) == pytest.approx(weighted / p.size, abs=1e-15)

@@ -303,5 +303,5 @@ def test_generate_stage_refuses_a_missing_source_mapping_with_exit_2(tmp_path: P
         'base: {seed: 1, source: sources/mine.yaml, observation_days: 14, horizon_days: 60}\n'
         'generate: {leads: 10, start: "2025-01-01", months: 1, new_leads: 5}\n')
     with pytest.raises(SystemExit) as stop:
-        main(["--params", "params.yaml"])
-    assert stop.value.code == 2 and "sources/mine.yaml: no such source mapping" in capsys.readouterr().err
+        main(["--out", "raw", "--new-out", "new", "--params", "params.yaml"])
+    assert stop.value.code == 2 and "sources/mine.yaml: base.source names no source mapping" in capsys.readouterr().err
