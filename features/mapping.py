@@ -146,6 +146,7 @@ def load_mapping(raw: Mapping[str, Any] | None, *, origin: str = "source mapping
     """
     if not isinstance(raw, Mapping):
         raise MappingError(origin, "a source mapping must be a YAML mapping with at least `name` and `leads`")
+    raw = _yaml_on_key(raw)
     problem = unknown_key(raw)
     if problem:
         raise MappingError(origin, problem)
@@ -185,6 +186,24 @@ def load_mapping(raw: Mapping[str, Any] | None, *, origin: str = "source mapping
                                    "says what it means: add `value: {description, unit}` to the types it belongs to")
     _check_templates(m, origin)
     return m
+
+
+def _yaml_on_key(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads a bare `on:` key as the boolean true; a lookup join's `on:` means the word."""
+    def fix(join: Any) -> Any:
+        if isinstance(join, list):
+            return [fix(j) for j in join]
+        if isinstance(join, Mapping) and True in join and "on" not in join:
+            return {("on" if k is True else k): v for k, v in join.items()}
+        return join
+
+    out = dict(raw)
+    for key in ("leads", "events"):
+        sections_ = out.get(key)
+        items = sections_ if isinstance(sections_, list) else [sections_]
+        fixed = [{**s, "join": fix(s["join"])} if isinstance(s, Mapping) and "join" in s else s for s in items]
+        out[key] = fixed if isinstance(sections_, list) else fixed[0]
+    return out
 
 
 def event_vocabulary(mapping_or_source: Mapping[str, Any]) -> tuple[str, ...]:
@@ -906,6 +925,9 @@ def _typed_values(values: Sequence[Any], dtype: pl.DataType, col: str, file: str
             return pl.Series([str(v) for v in values], dtype=pl.String)
         if dtype.is_numeric() and any(isinstance(v, str) for v in values):
             values = [float(v) if isinstance(v, str) else v for v in values]
+        if isinstance(dtype, pl.Boolean):  # a CSV reader types "true"/"false" columns as booleans
+            words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+            values = [words.get(v.strip().lower(), v) if isinstance(v, str) else v for v in values]
         return pl.Series(values).cast(dtype, strict=True)
     except (ValueError, TypeError, pl.exceptions.PolarsError):
         raise BadInput(file, f"the mapping's values {list(values)} cannot be compared with this column of type "

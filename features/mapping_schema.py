@@ -64,7 +64,8 @@ class _Table(_Strict):
     join: LookupJoin | list[LookupJoin] | None = None
     derive: dict[str, str] | None = Field(None, description="{new column: SQL expression}, evaluated in order by "
                                                             "polars' SQL (CASE WHEN, LIKE, ||, lower, split_part, "
-                                                            "regexp_replace, ...). Quote names with spaces: \"Page URL\".")
+                                                            "regexp_replace, ...). Quote names with spaces: "
+                                                            "\"Page URL\".")
     filter: str | None = Field(None, description="SQL predicate: rows where it is not true are skipped and counted, "
                                                  "never quarantined.")
     value_maps: dict[str, ValueMap] | None = Field(None, description="{column: {old value: new value}}; a null key "

@@ -208,8 +208,9 @@ def _describe(source: Mapping[str, Any], *, windows: Sequence[int]) -> list[dict
         out.append(f)
     for name in numeric:
         meta = numeric_meta[name] or {}
-        f = {"name": name, "kind": NUMERIC, "group": _group(meta, name, groups), "unit": str(meta.get("unit") or "value"),
-             "description": str(meta.get("description") or name), "source_column": name}
+        f = {"name": name, "kind": NUMERIC, "group": _group(meta, name, groups),
+             "unit": str(meta.get("unit") or "value"), "description": str(meta.get("description") or name),
+             "source_column": name}
         if meta.get("reason"):
             f["reason"] = meta["reason"]
         out.append(f)

@@ -148,7 +148,7 @@ def check(
     frames = {t: read_table(specs[t], root=root) for t in keys}
     with _located(files.get("leads", "leads")), _polars_errors(Path(files["leads"])):
         mapped = apply_mapping(mapping, frames, files=files)
-    sources = [k for k in keys if k == EVENTS or k.startswith(f"{EVENTS}:")]
+    sources = [spec["key"] for spec in mapping.get("events") or []]
     if sources:
         files[EVENTS] = ", ".join(files[k] for k in sources)
     files.setdefault("outcomes", files["leads"])  # a target column lives in the leads file
