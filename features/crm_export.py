@@ -106,7 +106,7 @@ INTENT_SD = 1.0
 
 # ---------------------------------------------------------------- the truth's behaviour terms
 
-BASE_LOG_ODDS = {"hubspot": -2.7, "salesforce": -2.9}
+BASE_LOG_ODDS = {"hubspot": -3.0, "salesforce": -3.3}
 RECENCY_DAYS = 6.0
 
 
@@ -177,7 +177,7 @@ def _people(rng: np.random.Generator, n: int, start_us: int, end_us: int, style:
                                     np.char.add(company.astype(str), "-university.edu")))
     local = np.char.add(np.char.add(np.char.lower(first.astype(str)), "."), np.char.lower(last.astype(str)))
     email = np.char.add(np.char.add(local, "@"), mail_domain.astype(str))
-    email = np.where(rng.random(n) < 0.03, None, email.astype(object))  # a few contacts without an email
+    email = np.asarray(_or_none(rng.random(n) >= 0.03, email), dtype=object)  # a few contacts without an email
     return {"n": n, "created": created, "seniority": seniority, "title": titles, "domain": domain, "size": size,
             "industry": industry, "source": source, "rating": rating, "intent": intent, "first": first, "last": last,
             "company": company, "email": email, "id": _ids(rng, n, style)}
@@ -236,16 +236,15 @@ def _hubspot_activity(rng: np.random.Generator, people: dict[str, Any],
     paths = np.array([a[1] or "" for a in HUBSPOT_ACTIVITY], dtype=object)[kind]
     query = np.where(rng.random(len(lead)) < 0.3, "?utm_source=newsletter", "")
     host = np.where(rng.random(len(lead)) < 0.5, "https://www.acme-analytics.example", "http://acme-analytics.example")
-    url = np.where(paths == "", None, np.char.add(np.char.add(host.astype(str), paths.astype(str)),
-                                                  query.astype(str)).astype(object))
+    url = _or_none(paths != "", np.char.add(np.char.add(host.astype(str), paths.astype(str)), query.astype(str)))
     activities = pl.DataFrame({
         "Activity ID": np.arange(len(lead)) + 50000,
         "Contact ID": people["id"][lead],
         "Activity Type": types,
         "Activity Date": _iso_z(at),
-        "Page URL": pl.Series(url.tolist(), dtype=pl.String),
-        "Email Subject": pl.Series(np.where(np.isin(types, ["EMAIL_OPEN", "EMAIL_CLICK"]), "Your lead scoring guide",
-                                            None).tolist(), dtype=pl.String),
+        "Page URL": pl.Series(url, dtype=pl.String),
+        "Email Subject": pl.Series(_or_none(np.isin(types, ["EMAIL_OPEN", "EMAIL_CLICK"]),
+                                            np.full(len(types), "Your lead scoring guide")), dtype=pl.String),
     })
     truth_kinds = np.array(["pricing", "product", "docs", "blog", "careers", "email_open", "email_click", "form",
                             "meeting"])[kind]
@@ -341,16 +340,16 @@ def _behaviour_terms(events: pl.DataFrame, t0: np.ndarray, style: str) -> np.nda
         return np.where(np.isnan(last), 0.0, np.exp(-np.nan_to_num(last) / RECENCY_DAYS))
 
     if style == "hubspot":
-        return (0.8 * np.log1p(per_lead("pricing", 7)) + 0.3 * np.log1p(per_lead("pricing", 30))
-                - 0.9 * np.log1p(per_lead("careers", 90))
-                + 0.25 * np.log1p(per_lead("docs", 30) + per_lead("product", 30))
-                + 0.35 * np.log1p(per_lead("email_click", 30)) + 0.4 * np.log1p(per_lead("form", 90))
-                + 1.0 * (per_lead("meeting", 90) > 0) + 0.8 * recency("pricing"))
-    return (0.5 * np.log1p(per_lead("call_connected", 30))
-            + 0.35 * np.log1p(per_lead("call_connected", 30, what="value") / 60.0)
-            - 0.15 * np.log1p(per_lead("call_attempt", 30))
-            + 0.6 * np.log1p(per_lead("webinar", 90)) + 0.5 * np.log1p(per_lead("trade_show", 90))
-            + 0.2 * np.log1p(per_lead("content_download", 90)) + 0.8 * recency("call_connected"))
+        return (1.1 * np.log1p(per_lead("pricing", 7)) + 0.4 * np.log1p(per_lead("pricing", 30))
+                - 1.2 * np.log1p(per_lead("careers", 90))
+                + 0.3 * np.log1p(per_lead("docs", 30) + per_lead("product", 30))
+                + 0.4 * np.log1p(per_lead("email_click", 30)) + 0.5 * np.log1p(per_lead("form", 90))
+                + 1.4 * (per_lead("meeting", 90) > 0) + 1.0 * recency("pricing"))
+    return (0.7 * np.log1p(per_lead("call_connected", 30))
+            + 0.45 * np.log1p(per_lead("call_connected", 30, what="value") / 60.0)
+            - 0.2 * np.log1p(per_lead("call_attempt", 30))
+            + 0.9 * np.log1p(per_lead("webinar", 90)) + 0.8 * np.log1p(per_lead("trade_show", 90))
+            + 0.3 * np.log1p(per_lead("content_download", 90)) + 1.0 * recency("call_connected"))
 
 
 # ---------------------------------------------------------------- the leads tables
@@ -378,8 +377,7 @@ def _hubspot_contacts(rng: np.random.Generator, people: dict[str, Any], conv: np
         "Create Date": _iso_z(people["created"]),
         "HubSpot Score": np.clip(np.round(legacy), 0, 100).astype(np.int64),
         "Lifecycle Stage": stage,
-        "Became a Customer Date": pl.Series(np.where(converted, _iso_z(np.maximum(conv, 0)), None).tolist(),
-                                            dtype=pl.String),
+        "Became a Customer Date": pl.Series(_or_none(converted, _iso_z(np.maximum(conv, 0))), dtype=pl.String),
     })
     return {"contacts.csv": contacts}
 
@@ -411,6 +409,11 @@ def _salesforce_leads(rng: np.random.Generator, people: dict[str, Any], conv: np
         "Lead_Score__c": np.clip(np.round(legacy), 0, 100).astype(np.int64).astype(str),
     })
     return {"Lead.csv": leads}
+
+
+def _or_none(keep: np.ndarray, values: np.ndarray) -> list[Any]:
+    """values where `keep`, else None (a missing field)."""
+    return [str(v) if k else None for k, v in zip(keep, values, strict=True)]
 
 
 # ---------------------------------------------------------------- time helpers

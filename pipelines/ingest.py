@@ -365,7 +365,9 @@ def map_batch(source: Path, *, leads: Path, events: Path | None = None,
     mapping["events"] = given or None
     result = check(mapping, paths=paths, root=root, max_share=1.0, now=now)
     with _polars_errors(Path(leads)):
-        clean = {t: C.clean(chk).collect() for t, chk in result.tables.items()}
+        # Leads keep their file row, so later checks (created after the as-of time) still point into the file.
+        clean = {t: chk.annotated.filter(pl.col(C.REASON).is_null()).select(
+            *([C.ROW] if t == "leads" else []), *chk.columns).collect() for t, chk in result.tables.items()}
         bad = result.quarantine().collect()
     return MappedBatch(clean["leads"], clean.get("events"), bad, result.report)
 
