@@ -827,6 +827,9 @@ def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mappin
     for lookup in spec.get("join_tables") or []:
         lf = _join_lookup(lf, lookup, tables[lookup["key"]], file, files.get(lookup["key"], lookup["path"]))
     for col, expression in spec.get("derive", {}).items():
+        if spec.get("derive_if_present") and not set(pl.sql_expr(expression).meta.root_names()) <= set(
+                lf.collect_schema().names()):
+            continue  # scoring new leads: a column derived from the outcome (a won date) is not there yet
         lf = _derive(lf, col, expression, f"{spec['key']}.derive.{col}", file)
     if spec.get("filter"):
         predicate = _checked_sql(lf, spec["filter"], f"{spec['key']}.filter", file)

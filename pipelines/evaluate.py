@@ -192,8 +192,8 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
         mlflow.log_artifacts(str(figures), artifact_path="plots")
         mlflow.log_artifacts(str(plots_dir), artifact_path="plot_data")
         mlflow.log_artifact(str(metrics_path), artifact_path="reports")
-    name = tracking.model_name(spec.get("source"))
-    champion_auc = champion_auc_on(test, name)
+    registered = tracking.model_name(spec.get("source"))
+    champion_auc = champion_auc_on(test, registered)
     auc = metrics["test"]["auc"]
     legacy_auc = metrics["test"].get("legacy_auc")
     tol = float(params["auc_tolerance"])
@@ -221,19 +221,19 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
                 signature=ModelSignature(inputs=inputs, outputs=outputs),
                 code_paths=[str(Path(__file__).parents[1] / pkg) for pkg in ("features", "models", "pipelines")],
                 pip_requirements=["lightgbm==4.7.0", "polars==2.1.0", "numpy", "pandas", "pyyaml", "scikit-learn"],
-                registered_model_name=name if params.get("register", True) else None,
+                registered_model_name=registered if params.get("register", True) else None,
             )
     out: dict[str, Any] = {"model_uri": info.model_uri, "gates": gates, "champion_auc_on_this_test": champion_auc,
-                           "test_auc": auc, "promoted": False, "registered_model": name}
+                           "test_auc": auc, "promoted": False, "registered_model": registered}
     version = getattr(info, "registered_model_version", None)
     if version is not None:
         client = MlflowClient()
         out["version"] = int(version)
         for k, v in gates.items():
-            client.set_model_version_tag(name, str(version), f"gate.{k}", str(v))
-        client.set_model_version_tag(name, str(version), "training_run_id", train_run["run_id"])
+            client.set_model_version_tag(registered, str(version), f"gate.{k}", str(v))
+        client.set_model_version_tag(registered, str(version), "training_run_id", train_run["run_id"])
         if all(gates.values()):
-            client.set_registered_model_alias(name, tracking.CHAMPION, str(version))
+            client.set_registered_model_alias(registered, tracking.CHAMPION, str(version))
             out["promoted"] = True
     return out
 

@@ -360,6 +360,7 @@ def map_batch(source: Path, *, leads: Path, events: Path | None = None,
     mapping = _load(source, require_target=False)
     mapping["outcomes"] = None
     mapping["leads"]["target"] = None
+    mapping["leads"]["derive_if_present"] = True
     paths = _override_paths(mapping, source, leads=leads, events=events, event_sources=event_sources)
     given = [s for s in mapping.get("events") or [] if s["key"] in paths]
     mapping["events"] = given or None
