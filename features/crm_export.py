@@ -379,7 +379,20 @@ def _hubspot_contacts(rng: np.random.Generator, people: dict[str, Any], conv: np
         "Lifecycle Stage": stage,
         "Became a Customer Date": pl.Series(_or_none(converted, _iso_z(np.maximum(conv, 0))), dtype=pl.String),
     })
-    return {"contacts.csv": contacts}
+    # A won-deals table keyed by the contact's email, as a deals export is (lost deals too).
+    lost = ~converted & (rng.random(n) < 0.08)
+    has_email = np.array([e is not None for e in people["email"]])
+    pick = (converted | lost) & has_email
+    lost_at = people["created"] + (rng.uniform(20, 90, n) * DAY_US).astype(np.int64)
+    closed = np.where(converted, conv, np.minimum(lost_at, int(people["created"].max())))
+    deals = pl.DataFrame({
+        "Deal ID": np.flatnonzero(pick) + 900000,
+        "Associated Contact Email": pl.Series(people["email"][pick].tolist(), dtype=pl.String),
+        "Deal Stage": np.where(converted[pick], "closedwon", "closedlost"),
+        "Close Date": _iso_z(closed[pick]),
+        "Amount": np.round(rng.lognormal(9.0, 0.6, int(pick.sum())), 2),
+    })
+    return {"contacts.csv": contacts, "deals.csv": deals}
 
 
 def _salesforce_leads(rng: np.random.Generator, people: dict[str, Any], conv: np.ndarray,

@@ -220,15 +220,23 @@ def generate_export(
 @exits_cleanly
 def mapping_schema(
     out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
+    docs: Annotated[Path | None, typer.Option(help="Also regenerate the reference section of this page, e.g. "
+                                                   "docs/mapping.md.")] = None,
 ) -> None:
     """The JSON Schema of source mappings (committed as docs/mapping.schema.json, for editors)."""
     from pipelines.io import write_text
-    from pipelines.schema_doc import schema_text
+    from pipelines.schema_doc import END, START, reference_markdown, schema_text
 
     if out is None:
         typer.echo(schema_text(), nl=False)
     else:
         write_text(out, schema_text())
+    if docs is not None:
+        text = docs.read_text()
+        if START not in text or END not in text:
+            raise BadInput(docs, f"no reference section: the page needs the lines {START!r} and {END!r}")
+        head, rest = text.split(START, 1)
+        write_text(docs, head + reference_markdown().rstrip("\n") + rest.split(END, 1)[1])
 
 
 if __name__ == "__main__":

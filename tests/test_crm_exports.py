@@ -169,3 +169,15 @@ def test_the_generator_is_seeded() -> None:
     a, b = crm_export("salesforce", leads=200, seed=5), crm_export("salesforce", leads=200, seed=5)
     assert all(a.tables[k].equals(b.tables[k]) for k in a.tables) and a.truth.equals(b.truth)
     assert not crm_export("salesforce", leads=200, seed=6).truth.equals(a.truth)
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "sources" / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_worked_example_checks_out_on_the_generated_exports(example: Path, trained: dict[str, Any]) -> None:
+    from pipelines.ingest import validate
+
+    report = validate(source=example, root=trained["root"])
+    for table in ("leads", "events", "outcomes"):
+        t = report[table]
+        assert t["rows_in"] == t["rows_out"] + t["quarantined"]
+    assert report["leads"]["quarantined"] == 0 and report["leads"]["rows_in"] == LEADS
+    assert report["over_max_quarantine_share"] == []
