@@ -656,15 +656,19 @@ def _pre_reason(schema: pl.Schema) -> list[pl.Expr]:
 def _raw_copies(schema: pl.Schema, columns: Sequence[str]) -> list[pl.Expr]:
     """Keep the raw value of a column that gets parsed from text, to tell "missing" from "does not parse"."""
     return [pl.col(_RAW + c) if _RAW + c in schema else pl.col(c).alias(_RAW + c)
-            for c in columns if c in schema and (_RAW + c in schema or _needs_parse(schema[c]))]
+            for c in columns if c in schema and (_RAW + c in schema or _needs_parse(schema[c], c))]
 
 
-def _needs_parse(dtype: pl.DataType) -> bool:
+def _needs_parse(dtype: pl.DataType, column: str | None = None) -> bool:
+    """Whether a value can fail to parse: text can; a number can too when it must become a timestamp (a column of
+    integers that are not epoch times, which would otherwise turn into missing values without a word)."""
+    if column in (CREATED_AT, OCCURRED_AT, CONVERTED_AT):
+        return not isinstance(dtype, pl.Datetime | pl.Date)
     return not (isinstance(dtype, pl.Datetime | pl.Date | pl.Boolean) or dtype.is_numeric())
 
 
 def _unparsed(column: str, schema: pl.Schema) -> pl.Expr:
-    if not (_RAW + column in schema or _needs_parse(schema[column])):
+    if not (_RAW + column in schema or _needs_parse(schema[column], column)):
         return pl.lit(False)
     return pl.col(_RAW + column).is_not_null() & pl.col(column).is_null()
 
@@ -673,7 +677,7 @@ def _timestamp_rules(column: str, limit: datetime, *, required: bool,
                      schema: pl.Schema) -> list[tuple[pl.Expr, str, str]]:
     """Missing (required only), present but unparseable, and after `limit`."""
     col = pl.col(column)
-    parsed_from_text = column in schema and (_RAW + column in schema or _needs_parse(schema[column]))
+    parsed_from_text = column in schema and (_RAW + column in schema or _needs_parse(schema[column], column))
     raw_missing = pl.col(_RAW + column).is_null() if parsed_from_text else pl.lit(True)
     rules: list[tuple[pl.Expr, str, str]] = []
     if required:

@@ -192,8 +192,9 @@ class EventSource(_Table):
 
     name: str | None = Field(None, description="Names this source in reports and quarantine rows; default events_<n>.")
     lead_id: str | LeadId | None = Field(None, description="The lead id column (default lead_id).")
-    occurred_at: str | TimeColumn | None = Field(None, description="Default occurred_at. Date-only times count as known at the end of "
-                                                                   "that day in the stated timezone.")
+    occurred_at: str | TimeColumn | None = Field(None, description="Default occurred_at. Date-only times count as "
+                                                                   "known at the end of that day in the stated "
+                                                                   "timezone.")
     event_type: str | EventTypeColumn | None = Field(None, description="The type column (default event_type).")
     value: str | None = Field(None, description="A numeric column (e.g. call seconds) summed per event type and "
                                                 "window for types declared with a `value`.")

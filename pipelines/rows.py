@@ -47,7 +47,8 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
                 events_file: Path | None, as_of: datetime | None) -> Batch:
     """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
     explicit as-of time are quarantined too, since no decision can be made before a lead exists."""
-    passthrough = [c for c in source.get("notes_allowed", []) if c in leads.columns]
+    passthrough = [c for c in dict.fromkeys([*source.get("notes_allowed", []), *source.get("keep", [])])
+                   if c in leads.columns]
     files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
     result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
                         categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,

@@ -76,7 +76,7 @@ def score_chunk(bundle: Bundle, explainer: TreeShap, leads: pl.DataFrame, events
     decision = bundle.decide(p)
     sql = np.flatnonzero(decision == SQL)
     rows = feats[sql].to_dicts()
-    firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
+    firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
     allowed = [c for c in source.get("notes_allowed", []) if c in leads.columns]
     picked = leads[sql]
     notes = build_notes(bundle, rows, X[sql], catalog, who=picked.select(firmo).to_dicts(),
@@ -242,7 +242,7 @@ def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *
     feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
                            windows=bundle.spec["windows"], as_of=as_of).collect()
     feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
-    firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
+    firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
     return build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), catalog,
                        who=leads.select(firmo).to_dicts())
 
