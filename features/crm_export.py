@@ -218,20 +218,25 @@ def _counts(rng: np.random.Generator, intent: np.ndarray, rate: float, sensitivi
     return rng.poisson(rate * np.exp(sensitivity * intent - 0.5 * sensitivity**2))
 
 
+def _activity(rng: np.random.Generator, people: dict[str, Any], kinds: list[tuple[float, float, bool]],
+              end_us: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lead, kind index, time) of each activity before the snapshot, in time order; `kinds` holds (expected count,
+    intent sensitivity, may come before sign-up) per kind."""
+    parts = []
+    for k, (rate, sensitivity, pre) in enumerate(kinds):
+        n = _counts(rng, people["intent"], rate, sensitivity)
+        lead = np.repeat(np.arange(people["n"]), n)
+        parts.append((lead, np.full(len(lead), k), _draw_times(rng, people["created"], lead, pre=pre)))
+    lead, kind, at = (np.concatenate(x) for x in zip(*parts, strict=True))
+    keep = at < end_us
+    order = np.argsort(at[keep], kind="stable")
+    return lead[keep][order], kind[keep][order], at[keep][order]
+
+
 def _hubspot_activity(rng: np.random.Generator, people: dict[str, Any],
                       end_us: int) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """Activities; `events` (lead index, kind, known-at µs, value) is what the truth reads."""
-    parts = []
-    for k, (_, _, rate, sens) in enumerate(HUBSPOT_ACTIVITY):
-        n = _counts(rng, people["intent"], rate, sens)
-        lead = np.repeat(np.arange(people["n"]), n)
-        at = _draw_times(rng, people["created"], lead, pre=HUBSPOT_ACTIVITY[k][1] is not None)
-        parts.append((lead, np.full(len(lead), k), at))
-    lead, kind, at = (np.concatenate(x) for x in zip(*parts, strict=True))
-    keep = at < end_us
-    lead, kind, at = lead[keep], kind[keep], at[keep]
-    order = np.argsort(at, kind="stable")
-    lead, kind, at = lead[order], kind[order], at[order]
+    lead, kind, at = _activity(rng, people, [(a[2], a[3], a[1] is not None) for a in HUBSPOT_ACTIVITY], end_us)
     types = np.array([a[0] for a in HUBSPOT_ACTIVITY])[kind]
     paths = np.array([a[1] or "" for a in HUBSPOT_ACTIVITY], dtype=object)[kind]
     query = np.where(rng.random(len(lead)) < 0.3, "?utm_source=newsletter", "")
@@ -254,16 +259,7 @@ def _hubspot_activity(rng: np.random.Generator, people: dict[str, Any],
 
 def _salesforce_activity(rng: np.random.Generator, people: dict[str, Any],
                          end_us: int) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    parts = []
-    for k, (_, _, rate, sens) in enumerate(SALESFORCE_TASKS):
-        n = _counts(rng, people["intent"], rate, sens)
-        lead = np.repeat(np.arange(people["n"]), n)
-        parts.append((lead, np.full(len(lead), k), _draw_times(rng, people["created"], lead, pre=False)))
-    lead, kind, at = (np.concatenate(x) for x in zip(*parts, strict=True))
-    keep = at < end_us
-    lead, kind, at = lead[keep], kind[keep], at[keep]
-    order = np.argsort(at, kind="stable")
-    lead, kind, at = lead[order], kind[order], at[order]
+    lead, kind, at = _activity(rng, people, [(t[2], t[3], False) for t in SALESFORCE_TASKS], end_us)
     connected = kind == 0
     seconds = np.where(connected, np.round(rng.gamma(2.0, 150.0 * np.exp(0.3 * people["intent"][lead]))), np.nan)
     seconds = np.where(kind == 1, 0.0, seconds)

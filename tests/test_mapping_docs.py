@@ -14,7 +14,7 @@ from pipelines.schema_doc import END, START, reference_markdown, schema_text
 from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"
-MAPPINGS = sorted((ROOT / "sources").glob("*.yaml")) + sorted((ROOT / "sources" / "examples").glob("*.yaml"))
+MAPPINGS = sorted((ROOT / "sources").glob("**/*.yaml"))
 
 
 def test_the_committed_json_schema_is_the_one_the_code_generates() -> None:
