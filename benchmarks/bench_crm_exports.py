@@ -1,7 +1,7 @@
 """How close a mapping alone gets to the oracle on CRM-shaped exports (features.crm_export), at a realistic size.
 
     python benchmarks/bench_crm_exports.py                 # 50,000 leads per export, seeds 1-3
-    python benchmarks/bench_crm_exports.py --small         # 6,000 leads, seed 3 (the size the tests use)
+    python benchmarks/bench_crm_exports.py --small         # 8,000 leads, seed 3 (the size the tests use)
     python benchmarks/bench_crm_exports.py --leads 20000 --seeds 1 2 3 4 5
     python benchmarks/bench_crm_exports.py --compare sources/before   # also the mappings in that folder
 
@@ -39,12 +39,12 @@ from pipelines.realdata import run_source  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="6,000 leads, seed 3 (what the tests use)")
+    ap.add_argument("--small", action="store_true", help="8,000 leads, seed 3 (what the tests use)")
     ap.add_argument("--leads", type=int, default=None)
     ap.add_argument("--seeds", type=int, nargs="+", default=None)
     ap.add_argument("--compare", type=Path, default=None, help="also run DIR/<style>.yaml on each export")
     args = ap.parse_args()
-    leads = args.leads or (6000 if args.small else 50_000)
+    leads = args.leads or (8000 if args.small else 50_000)
     seeds = args.seeds or ([3] if args.small else [1, 2, 3])
     os.chdir(ROOT)
     print(f"load average {os.getloadavg()[0]:.2f}; {leads:,} leads per export; seeds {seeds}")

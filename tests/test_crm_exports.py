@@ -1,6 +1,6 @@
 """Exports shaped like two popular CRMs' (features.crm_export), brought in by their mappings alone
 (sources/hubspot.yaml, sources/salesforce.yaml): the model reaches 0.97 of the oracle, raw new leads are scored
-through the mapping, and each export's model registers under its own name. Small exports (6,000 leads each)."""
+through the mapping, and each export's model registers under its own name. Small exports (8,000 leads each)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning",
                                         "ignore::FutureWarning")
-LEADS, SEED = 6000, 3
+LEADS, SEED = 8000, 3
 
 
 @pytest.fixture(scope="module")
