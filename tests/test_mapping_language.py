@@ -434,3 +434,18 @@ GOLDEN_COLUMNS: list[str] = [
     'careers_only_90d',
 ]
 GOLDEN_DIGEST = 12405771128862663265
+
+
+def test_a_number_column_mapped_as_a_time_is_checked_not_silently_emptied() -> None:
+    m = {"name": "t", "leads": leads_section(target={"column": "id", "positive": ["a"]})}
+    frame = pl.DataFrame({"id": ["a", "b"], "created": [12742, 20250101]})
+    with pytest.raises(BadInput, match=r"column 'created', row 1: not one of 2 values parses as a timestamp .*; the "
+                                       r"first is '12742'"):
+        C.raise_on_file_problems(*_checked_leads(m, frame))
+
+
+def _checked_leads(m: dict[str, Any], frame: pl.DataFrame) -> tuple[C.Checked, dict[str, Any]]:
+    mp = apply_mapping(load_mapping(m), {"leads": frame})
+    chk = C.annotate_leads(mp.leads, time_format=mp.time_formats.get("created_at"), limit=NOW,
+                           origins=mp.origins["leads"])
+    return chk, C.summary(chk).collect().row(0, named=True)
