@@ -418,6 +418,15 @@ def print_report(report: Mapping[str, Any], *, console: Any | None = None) -> No
         names = ", ".join(f"{k} ({v})" for k, v in (events.get("other_event_names") or {}).items())
         console.print(f"[yellow]{events['other_event_types']:,} events kept as 'other'[/]: {names}")
     for name in C.TABLES:
+        skipped = (report.get(name) or {}).get("skipped_by_filter") or {}
+        if any(skipped.values()):
+            console.print(f"{name}: rows skipped by the mapping's filter (not quarantined): "
+                          + ", ".join(f"{k} {v:,}" for k, v in skipped.items()))
+        per_source = (report.get(name) or {}).get("sources") or {}
+        for source_name, t in per_source.items():
+            console.print(f"{name}:{source_name}: {t['rows_in']:,} in = {t['rows_out']:,} out + "
+                          f"{t['quarantined']:,} quarantined")
+    for name in C.TABLES:
         dropped = (report.get(name) or {}).get("dropped_columns") or {}
         for kind in ("leaky", "undeclared", "leaky_not_in_file"):
             if dropped.get(kind):
