@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from features import contract as C
+from features.mapping import event_vocabulary
 from features.schema import CREATED_AT, LEAD_ID
 from pipelines.io import BadInput
 
@@ -38,22 +39,26 @@ class Batch:
     events: pl.DataFrame | None
     quarantine: pl.DataFrame
     newest: datetime | None
+    #: Rows of the raw leads file, when a mapping stood between the file and this batch.
+    rows_in: int | None = None
 
 
 def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dict[str, Any], leads_file: Path,
                 events_file: Path | None, as_of: datetime | None) -> Batch:
     """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
     explicit as-of time are quarantined too, since no decision can be made before a lead exists."""
-    passthrough = [c for c in source.get("notes_allowed", []) if c in leads.columns]
+    passthrough = [c for c in dict.fromkeys([*source.get("notes_allowed", []), *source.get("keep", [])])
+                   if c in leads.columns]
     files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
     result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
-                        categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files)
+                        categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,
+                        event_types=event_vocabulary(source))
     clean = result.leads
     bad = result.quarantine
     if as_of is not None:
         late = clean.filter(pl.col(CREATED_AT) > as_of)
         if late.height:
-            row = pl.int_range(1, leads.height + 1, eager=True)
+            row = leads[C.ROW] if C.ROW in leads.columns else pl.int_range(1, leads.height + 1, eager=True)
             rows = pl.DataFrame({LEAD_ID: leads[LEAD_ID].cast(pl.String), "row": row}).unique(LEAD_ID, keep="first")
             extra = late.select(LEAD_ID).join(rows, on=LEAD_ID, how="left").select(
                 pl.lit("leads").alias("table"), pl.col("row").cast(pl.Int64), pl.col(LEAD_ID),
