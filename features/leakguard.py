@@ -346,7 +346,7 @@ def _category_rate(values: pl.Series, y: np.ndarray) -> np.ndarray:
 
 def _encode(train_values: pl.Series, y: np.ndarray, values: pl.Series) -> np.ndarray:
     """Smoothed train rate of each value's category (unseen categories get the train rate)."""
-    prior = float(y.mean())
+    prior = float(y.mean()) if y.size else 0.5
     table = (pl.DataFrame({"v": _keys(train_values), "y": y}).group_by("v")
              .agg(((pl.col("y").sum() + SMOOTHING * prior) / (pl.len() + SMOOTHING)).alias("rate")))
     looked = pl.DataFrame({"v": _keys(values)}).join(table, on="v", how="left", maintain_order="left")

@@ -177,6 +177,25 @@ def check_train_positives(positives: int, *, minimum: int, train_rows: int) -> N
         )
 
 
+def check_split_conversions(counts: dict[str, tuple[int, int]], *, min_valid_positives: int) -> None:
+    """Valid must hold at least `min_valid_positives` conversions and some leads that did not convert (calibration,
+    the threshold and the model are chosen on it), and test both classes (its figures need them). `counts`: split ->
+    (rows, positives). A minimum of 0 skips both checks.
+    """
+    if min_valid_positives <= 0:
+        return
+    rows, positives = counts.get("valid", (0, 0))
+    if positives < min_valid_positives or positives == rows:
+        raise BadInput(None, f"the valid split has {positives:,} conversions among {rows:,} leads; calibration, the "
+                             f"threshold and the model choice need at least featurize.min_valid_positives "
+                             f"({min_valid_positives}) and some leads that did not convert. Give valid a larger share "
+                             "(featurize.split) or check the target timing.")
+    rows, positives = counts.get("test", (0, 0))
+    if positives == 0 or positives == rows:
+        raise BadInput(None, f"the test split has {positives:,} conversions among {rows:,} leads: its figures need "
+                             "both converted and not-converted leads. Give test a larger share (featurize.split).")
+
+
 def timing_lines(report: dict[str, Any]) -> list[str]:
     """The timing report in plain words, for the console."""
     if not report.get("has_outcome_times", True):
@@ -204,5 +223,6 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-__all__ = ["PLACES", "Conversions", "TimingError", "check_timing", "check_train_positives", "conversions",
+__all__ = ["PLACES", "Conversions", "TimingError", "check_split_conversions", "check_timing", "check_train_positives",
+           "conversions",
            "lost_share", "places", "suggest", "timing_lines", "timing_report"]

@@ -106,16 +106,17 @@ class BlendScorer:
 
 def scorer_from_dict(d: dict[str, Any] | None, booster: lgb.Booster) -> Scorer:
     """The scorer scorer.json describes; None (a bundle from before the model choice) is LightGBM alone."""
-    kind = (d or {}).get("kind", LIGHTGBM)
+    spec = d or {}
+    kind = spec.get("kind", LIGHTGBM)
     if kind == LIGHTGBM:
         return GbmScorer(booster)
-    if kind not in MODEL_KINDS or not isinstance((d or {}).get(LOGISTIC), dict):
+    if kind not in MODEL_KINDS or not isinstance(spec.get(LOGISTIC), dict):
         raise ValueError(f"scorer.json: kind must be one of {', '.join(MODEL_KINDS)}, and {LOGISTIC!r} must hold the "
                          f"logistic model for {LOGISTIC} and {BLEND}; got kind {kind!r}")
-    linear = LinearScorer(LinearBaseline.from_dict(d[LOGISTIC]))  # type: ignore[index]
+    linear = LinearScorer(LinearBaseline.from_dict(spec[LOGISTIC]))
     if kind == LOGISTIC:
         return linear
-    weights = d["weights"]  # type: ignore[index]
+    weights = spec["weights"]
     return BlendScorer([(float(weights[LIGHTGBM]), GbmScorer(booster)), (float(weights[LOGISTIC]), linear)])
 
 

@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     truth = read_frame(source["truth"]) if source.get("truth") and Path(source["truth"]).exists() else None
     metrics = evaluate_frame(test, bundle, baseline, calib_params, truth)
     metrics["source"] = source.get("name")
+    metrics["calibration_choice"] = read_json(args.bundle / "calibrator.json").get("choice")
     notes = [json.loads(line) for line in args.notes.read_text().splitlines() if line.strip()]
     metrics["explain"] = {
         "notes": len(notes),

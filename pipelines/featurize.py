@@ -42,7 +42,14 @@ from features.schema import (
     utc,
 )
 from features.spec import feature_names, make_spec
-from features.timing import check_timing, check_train_positives, conversions, timing_lines, timing_report
+from features.timing import (
+    check_split_conversions,
+    check_timing,
+    check_train_positives,
+    conversions,
+    timing_lines,
+    timing_report,
+)
 from pipelines.io import BadInput, exit_codes, load_params, read_json, stage_args, write_frame, write_json
 
 
@@ -96,6 +103,8 @@ def featurize(
     report["target_timing"] = timing
     train = frame.filter(train_mask)
     check_train_positives(int(train[LABEL].sum() or 0), minimum=min_positives, train_rows=train.height)
+    check_split_conversions({k: (v["leads"], v["conversions"]) for k, v in report["splits"].items()},
+                            min_valid_positives=int(params.get("min_valid_positives", 10)))
     allow = list(params.get("leak_allow") or [])
     auc_max = float(params.get("leak_auc_max", 0.95))
     valid = frame.filter(pl.col(SPLIT) == "valid")

@@ -18,6 +18,7 @@ from features.timing import (
     BEFORE_T0,
     WITHIN,
     TimingError,
+    check_split_conversions,
     check_timing,
     check_train_positives,
     conversions,
@@ -107,6 +108,15 @@ def test_too_few_train_conversions_stop_instead_of_a_one_tree_model() -> None:
     check_train_positives(100, minimum=100, train_rows=1000)
     with pytest.raises(BadInput, match=r"99 conversions among 1,000 leads, fewer than featurize.min_train_positives"):
         check_train_positives(99, minimum=100, train_rows=1000)
+
+
+def test_valid_and_test_need_both_classes() -> None:
+    check_split_conversions({"valid": (300, 10), "test": (300, 1)}, min_valid_positives=10)
+    with pytest.raises(BadInput, match=r"the valid split has 9 conversions among 300 leads"):
+        check_split_conversions({"valid": (300, 9), "test": (300, 50)}, min_valid_positives=10)
+    with pytest.raises(BadInput, match=r"the test split has 0 conversions among 300 leads"):
+        check_split_conversions({"valid": (300, 50), "test": (300, 0)}, min_valid_positives=10)
+    check_split_conversions({"valid": (3, 0), "test": (1, 0)}, min_valid_positives=0)
 
 
 def _interim(folder: Path, leads: pl.LazyFrame, outcomes: pl.LazyFrame) -> None:

@@ -122,7 +122,9 @@ def test_nobody_reaching_the_threshold_writes_empty_notes_that_say_why(mapping: 
 
     with pytest.raises(TimingError) as stop:
         run(mapping, tmp_path)
-    stranger.set_params(mapping, base=advice(stop.value), calibrate={"policy": "capacity", "reps": 0})
+    # A handoff that costs more than a conversion is worth: the expected-value policy hands off nobody.
+    stranger.set_params(mapping, base=advice(stop.value), calibrate={"value_per_conversion": 100.0,
+                                                                     "cost_per_handoff": 150.0})
     stranger.mark_leaky(mapping, *WON_DEALS_COPIES)
     work = tmp_path / "work"
     report, console = run(mapping, tmp_path, workdir=work)
