@@ -118,7 +118,7 @@ def run_task(task: str, folder: Path) -> dict[str, Any]:
     seed = int(params["base"]["seed"])
     if task == "stage":
         t, c = time.perf_counter(), _cpu()
-        _, _, report, _ = train_stage(folder / "features.parquet", folder / "feature_spec.json", params=params)
+        report = train_stage(folder / "features.parquet", folder / "feature_spec.json", params=params).report
         return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - c, **report}
     t, c = time.perf_counter(), _cpu()
     spec, cats, X_tr, y_tr, X_va, y_va = _load(folder)
@@ -192,7 +192,8 @@ def bench_size(leads: int, data_root: Path, *, stage_max_leads: int) -> dict[str
          f"{res['gbm']['trees']} trees, valid AUC {res['gbm']['valid_auc']:.4f}"),
         ("lr    (models.baseline.fit_baseline)", res["lr"], f"valid AUC {res['lr']['valid_auc']:.4f}"),
         *((("stage (pipelines.train.run, no MLflow)", res["stage"],
-            f"valid AUC GBM {res['stage']['valid_auc']:.4f}, LR {res['stage']['valid_baseline_lr_auc']:.4f}"),)
+            f"valid AUC GBM {res['stage']['valid_lightgbm_auc']:.4f}, LR {res['stage']['valid_baseline_lr_auc']:.4f}, "
+            f"chosen {res['stage']['model']}"),)
           if "stage" in res else ()),
         ("gbm with OMP_WAIT_POLICY=PASSIVE", res["gbm_passive"],
          f"{res['gbm_passive']['trees']} trees, valid AUC {res['gbm_passive']['valid_auc']:.4f}"),

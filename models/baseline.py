@@ -1,12 +1,14 @@
-"""The logistic-regression baseline every report stands the GBM beside.
+"""The logistic regression: the baseline every report stands the GBM beside, and a candidate model of its own.
 
-Stored as plain JSON (coefficients and preprocessing), so it loads without unpickling.
+Stored as plain JSON (coefficients and preprocessing), so it loads without unpickling. When it is the chosen model
+(or part of a blend), its reason codes are exact linear SHAP values: coefficient x (design value - its mean over the
+rows it was fitted on), summed over the design columns each feature expands into.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,8 @@ class LinearBaseline:
     scales: list[float]
     coef: list[float]
     intercept: float
+    #: Mean of each design column over the fit rows (the reference point of the linear SHAP values).
+    design_means: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -38,9 +42,43 @@ class LinearBaseline:
     def design(self, X: np.ndarray) -> np.ndarray:
         return _design(X, self)
 
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Log-odds: the linear predictor."""
+        return np.asarray(self.design(X) @ np.asarray(self.coef) + self.intercept, dtype=np.float64)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        z = self.design(X) @ np.asarray(self.coef) + self.intercept
-        return np.asarray(expit(z))
+        return np.asarray(expit(self.margin(X)))
+
+    @property
+    def expected_value(self) -> float:
+        """The log-odds of the average fit row's design: what the contributions are measured from."""
+        self._need_means()
+        return float(self.intercept + np.dot(self.coef, self.design_means))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Exact linear SHAP values (n, features + 1): per feature, the sum of coef x (design - mean) over its design
+        columns; the last column is the expected value, so each row adds up to its margin."""
+        self._need_means()
+        parts = (self.design(X) - np.asarray(self.design_means)) * np.asarray(self.coef)
+        owner = self.design_owner(X.shape[1])
+        out = np.zeros((X.shape[0], X.shape[1] + 1))
+        for j in range(X.shape[1]):
+            out[:, j] = parts[:, owner == j].sum(axis=1)
+        out[:, -1] = self.expected_value
+        return out
+
+    def design_owner(self, n_features: int) -> np.ndarray:
+        """The feature each design column comes from, in design order (numeric value and missing flag, then each
+        categorical's one-hot columns)."""
+        owner = [j for j in self.numeric for _ in range(2)]
+        owner += [j for j, k in zip(self.categorical, self.n_categories, strict=True) for _ in range(k + 1)]
+        if owner and max(owner) >= n_features:
+            raise ValueError(f"the logistic model uses feature {max(owner)}, but the matrix has {n_features}")
+        return np.asarray(owner, dtype=np.int64)
+
+    def _need_means(self) -> None:
+        if len(self.design_means) != len(self.coef):
+            raise ValueError("this logistic model has no design means (fitted by an older leadlift): refit it")
 
 
 def _design(X: np.ndarray, b: LinearBaseline) -> np.ndarray:
@@ -90,5 +128,5 @@ def fit_baseline(
     lr.fit(design, y)
     return LinearBaseline(
         numeric, cats, skeleton.n_categories, medians, log_scaled, means, scales,
-        [float(c) for c in lr.coef_[0]], float(lr.intercept_[0]),
+        [float(c) for c in lr.coef_[0]], float(lr.intercept_[0]), [float(v) for v in design.mean(axis=0)],
     )

@@ -1,17 +1,137 @@
-"""The trained bundle: booster, feature spec, calibrator and threshold, used the same way by every consumer."""
+"""The trained bundle: the chosen model (a scorer), feature spec, calibrator and threshold, used the same way by every
+consumer.
+
+Which model scores is chosen on valid (`models.choice`): LightGBM, the logistic regression, or a blend of their
+log-odds. Every consumer talks to it through one small interface, `Scorer`: `margin(X)` (log-odds), exact
+`contributions(X)` (one column per feature plus the expected value, adding up to the margin) and `expected_value`.
+So `score`, `explain`, `evaluate` and the MLflow pyfunc work with any of them, and the reason codes are exact for
+each: TreeSHAP for the GBM, linear SHAP for the logistic regression, their weighted sum for a blend.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Protocol
 
 import lightgbm as lgb
 import numpy as np
 
+from models.baseline import LinearBaseline
 from models.calibration import Calibrator, percentile, to_score
+from models.treeshap import TreeShap
 
 SQL = "SQL"
 NURTURE = "nurture"
+LIGHTGBM = "lightgbm"
+LOGISTIC = "logistic"
+BLEND = "blend"
+MODEL_KINDS: tuple[str, ...] = (LIGHTGBM, LOGISTIC, BLEND)
+
+
+class Scorer(Protocol):
+    """What the bundle needs from a model."""
+
+    kind: str
+
+    def margin(self, X: np.ndarray) -> np.ndarray: ...
+
+    def contributions(self, X: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def expected_value(self) -> float: ...
+
+
+class GbmScorer:
+    """LightGBM: raw scores, and exact TreeSHAP from leadlift's own kernel (built once, on first use)."""
+
+    kind = LIGHTGBM
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        self.booster = booster
+
+    @cached_property
+    def explainer(self) -> TreeShap:
+        return TreeShap.from_booster(self.booster)
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return self.explainer.contributions(X)
+
+    @property
+    def expected_value(self) -> float:
+        return float(self.explainer.expected_value)
+
+
+class LinearScorer:
+    """The logistic regression: its linear predictor, and exact linear SHAP values."""
+
+    kind = LOGISTIC
+
+    def __init__(self, model: LinearBaseline) -> None:
+        self.model = model
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return self.model.margin(X)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return self.model.contributions(X)
+
+    @property
+    def expected_value(self) -> float:
+        return self.model.expected_value
+
+
+class BlendScorer:
+    """A weighted sum of the parts' log-odds; SHAP values are linear in the model, so the blend's are the same
+    weighted sum of the parts' (still exact, still adding up to the margin)."""
+
+    kind = BLEND
+
+    def __init__(self, parts: list[tuple[float, Scorer]]) -> None:
+        self.parts = parts
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(sum(w * s.margin(X) for w, s in self.parts), dtype=np.float64)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(sum(w * s.contributions(X) for w, s in self.parts), dtype=np.float64)
+
+    @property
+    def expected_value(self) -> float:
+        return float(sum(w * s.expected_value for w, s in self.parts))
+
+
+def scorer_from_dict(d: dict[str, Any] | None, booster: lgb.Booster) -> Scorer:
+    """The scorer scorer.json describes; None (a bundle from before the model choice) is LightGBM alone."""
+    spec = d or {}
+    kind = spec.get("kind", LIGHTGBM)
+    if kind == LIGHTGBM:
+        return GbmScorer(booster)
+    if kind not in MODEL_KINDS or not isinstance(spec.get(LOGISTIC), dict):
+        raise ValueError(f"scorer.json: kind must be one of {', '.join(MODEL_KINDS)}, and {LOGISTIC!r} must hold the "
+                         f"logistic model for {LOGISTIC} and {BLEND}; got kind {kind!r}")
+    linear = LinearScorer(LinearBaseline.from_dict(spec[LOGISTIC]))
+    if kind == LOGISTIC:
+        return linear
+    weights = spec["weights"]
+    return BlendScorer([(float(weights[LIGHTGBM]), GbmScorer(booster)), (float(weights[LOGISTIC]), linear)])
+
+
+def scorer_dict(kind: str, logistic: LinearBaseline | dict[str, Any], *, weights: dict[str, float] | None = None
+                ) -> dict[str, Any]:
+    """scorer.json for the chosen model (the LightGBM model itself stays in model.txt)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+    if kind == LIGHTGBM:
+        return {"kind": kind}
+    lin = logistic.to_dict() if isinstance(logistic, LinearBaseline) else dict(logistic)
+    out: dict[str, Any] = {"kind": kind, LOGISTIC: lin}
+    if kind == BLEND:
+        out["weights"] = dict(weights or {})
+    return out
 
 
 @dataclass
@@ -23,6 +143,7 @@ class Bundle:
     calibrator: Calibrator
     reference: np.ndarray
     threshold: dict[str, Any]
+    scorer: Scorer = field(default=None)  # type: ignore[assignment]
     _names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -32,13 +153,15 @@ class Bundle:
                 "model and feature spec disagree on the features: "
                 f"model has {self.booster.feature_name()}, spec has {self._names}"
             )
+        if self.scorer is None:
+            self.scorer = GbmScorer(self.booster)
 
     @property
     def threshold_probability(self) -> float:
         return float(self.threshold["threshold_probability"])
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
+        return self.scorer.margin(X)
 
     def probability(self, X: np.ndarray) -> np.ndarray:
         return self.calibrator.predict(self.margin(X))
@@ -63,7 +186,10 @@ BUNDLE_FILES = {
     "spec": "feature_spec.json",
     "calibrator": "calibrator.json",
     "threshold": "threshold.json",
+    "scorer": "scorer.json",
 }
+#: Bundle files an older bundle may lack, and what their absence means (scorer.json: LightGBM alone).
+OPTIONAL_FILES = frozenset({"scorer"})
 
 
 def model_text_problem(text: str) -> str | None:
@@ -82,13 +208,16 @@ def model_text_problem(text: str) -> str | None:
 
 
 def bundle_from_parts(
-    model_text: str, spec: dict[str, Any], calibrator: dict[str, Any], threshold: dict[str, Any]
+    model_text: str, spec: dict[str, Any], calibrator: dict[str, Any], threshold: dict[str, Any],
+    scorer: dict[str, Any] | None = None,
 ) -> Bundle:
     """Assemble a bundle from the text of its files (see BUNDLE_FILES)."""
+    booster = lgb.Booster(model_str=model_text)
     return Bundle(
-        booster=lgb.Booster(model_str=model_text),
+        booster=booster,
         spec=spec,
         calibrator=Calibrator.from_dict(calibrator["calibrator"]),
         reference=np.asarray(calibrator["reference"], dtype=np.float64),
         threshold=threshold,
+        scorer=scorer_from_dict(scorer, booster),
     )

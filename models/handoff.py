@@ -1,4 +1,8 @@
-"""Handoff notes: what a rep reads for each recommended lead (why, who, how urgent, what happened)."""
+"""Handoff notes: what a rep reads for each recommended lead (why, who, how urgent, what happened).
+
+The note follows the rules in models/reasons.py: reasons for add at least a point each (possibly none, then the
+headline says so), no reason cites a count of zero, and urgency covers every event the reasons cite.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +22,11 @@ from models.reasons import (
     spec_templates,
     strongest_features,
     to_points,
+    urgency_values,
 )
-from models.treeshap import TreeShap
+
+#: The headline when no group adds a whole point.
+NO_REASON = "close to the average lead, no single factor adds a whole point"
 
 
 def first_filled(variants: Any, values: Mapping[str, Any], *, derived: bool = False) -> str:
@@ -27,12 +34,12 @@ def first_filled(variants: Any, values: Mapping[str, Any], *, derived: bool = Fa
     return first_variant(variants, values if derived else derived_values(values)) or ""
 
 
-def explain_rows(bundle: Bundle, X: np.ndarray, *, explainer: TreeShap | None = None) -> dict[str, np.ndarray]:
-    """Contributions, group contributions and score points for rows of X (log-odds add up to the raw margin)."""
-    explainer = explainer or TreeShap.from_booster(bundle.booster)
-    contrib = explainer.contributions(X)
+def explain_rows(bundle: Bundle, X: np.ndarray) -> dict[str, np.ndarray]:
+    """Contributions, group contributions and score points for rows of X (log-odds add up to the raw margin), exact
+    for whichever model the bundle scores with (TreeSHAP, linear SHAP, or their blend)."""
+    contrib = bundle.scorer.contributions(X)
     margin = contrib.sum(axis=1)
-    base_margin = float(explainer.expected_value)
+    base_margin = float(bundle.scorer.expected_value)
     p = bundle.calibrator.predict(margin)
     score = 100.0 * p
     base_score = float(100.0 * bundle.calibrator.predict(np.array([base_margin]))[0])
@@ -53,7 +60,6 @@ def build_notes(
     top: int = 3,
     who: Sequence[Mapping[str, Any]] | None = None,
     contact: Sequence[Mapping[str, Any]] | None = None,
-    explainer: TreeShap | None = None,
 ) -> list[dict[str, Any]]:
     """One handoff note per row. `rows` holds each lead's feature values (categoricals as text) and lead_id;
     `who` its firmographic text values; `contact` only the contact fields the source allows in notes."""
@@ -61,7 +67,7 @@ def build_notes(
         return []
     catalog = source_catalog(catalog, bundle.spec)
     phrases = catalog.get("high_intent_phrase")
-    ex = explain_rows(bundle, X, explainer=explainer)
+    ex = explain_rows(bundle, X)
     p = ex["probability"]
     scores = bundle.score(p)
     pct = bundle.percentile(p)
@@ -76,23 +82,25 @@ def build_notes(
                                             top=top, templates=templates, group_logodds=ex["group_contrib"][i],
                                             best=best[i], derived=True)
         top_share = max(1, int(round(100 - float(pct[i]))))
+        cited = [k for r in [*reasons, *([against] if against else [])] for k in r.events]
+        signal = urgency_values(values, cited, catalog)
         note = {
             "lead_id": row["lead_id"],
             "decision": str(decisions[i]),
             "score": int(scores[i]),
             "probability": round(float(p[i]), 4),
             "percentile": round(float(pct[i]), 1),
-            "headline": (f"Score {int(scores[i])} (top {top_share}% of leads): {reasons[0].text}"
-                         if reasons[0].points >= 1.0 else
-                         f"Score {int(scores[i])} (top {top_share}% of leads): close to the average lead, "
-                         "no single factor adds a whole point"),
+            "headline": f"Score {int(scores[i])} (top {top_share}% of leads): "
+                        f"{reasons[0].text if reasons else NO_REASON}",
             "reasons": [r.to_dict() for r in reasons],
             "against": against.to_dict() if against else None,
             "who": first_filled([*bundle.spec.get("who", []), *(catalog.get("who") or [])], values, derived=True),
             "urgency": {
                 "days_since_high_intent": _maybe_int(values.get("days_since_high_intent")),
+                "last_signal": signal.get("last_signal"),
+                "days_since_last_signal": _maybe_int(signal.get("last_signal_days")),
                 "buying_timeline": values.get("buying_timeline"),
-                "text": first_filled(catalog.get("urgency"), values, derived=True),
+                "text": first_filled(catalog.get("urgency"), {**values, **signal}, derived=True),
             },
             "what_happened": (first_filled(bundle.spec["what_happened"], values, derived=True)
                               if bundle.spec.get("what_happened") else activity_summary(values, catalog)),
@@ -121,10 +129,19 @@ def note_markdown(note: Mapping[str, Any]) -> str:
         lines.append("**Contact:** " + ", ".join(str(v) for v in note["contact"].values() if v is not None))
     lines += ["", "**Why now:**"]
     lines += [f"- {r['text']} ({_points(r['points'])} pts)" for r in note["reasons"]]
+    if not note["reasons"]:
+        lines.append(f"- {NO_REASON[0].upper()}{NO_REASON[1:]}")
     if note.get("against"):
         lines.append(f"- Against: {note['against']['text']} ({_points(note['against']['points'])} pts)")
     lines += ["", f"**Urgency:** {note['urgency']['text']}", f"**What happened:** {note['what_happened']}", ""]
     return "\n".join(lines)
+
+
+def note_columns(top: int = 3) -> list[str]:
+    """The columns of `note_row`, in order (the header of an empty notes.csv)."""
+    cols = ["lead_id", "decision", "score", "probability", "percentile", "headline"]
+    cols += [c for k in range(top) for c in (f"reason_{k + 1}", f"reason_{k + 1}_points")]
+    return [*cols, "reason_against", "who", "urgency", "what_happened"]
 
 
 def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
@@ -143,4 +160,4 @@ def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
     return row
 
 
-__all__ = ["SQL", "build_notes", "explain_rows", "note_markdown", "note_row"]
+__all__ = ["SQL", "build_notes", "explain_rows", "note_columns", "note_markdown", "note_row"]

@@ -28,6 +28,10 @@ POLICY_INPUTS: dict[str, tuple[str, ...]] = {
     "recall_target": ("recall_target",),
     "legacy_volume": ("legacy_handoffs",),
 }
+#: leadlift's own placeholders for the expected-value policy (params.yaml ships them): a real source that keeps them
+#: is handing off by someone else's economics, and the reports say so.
+DEFAULT_VALUE_PER_CONVERSION = 4000.0
+DEFAULT_COST_PER_HANDOFF = 500.0
 #: The legacy rule's cutoffs every report compares against (points on the 0-100 legacy scale).
 LEGACY_CUTOFFS: tuple[int, ...] = (70, 80)
 #: The calibrate params each policy may read (the rest of the section is not a policy input).
@@ -39,6 +43,8 @@ POLICY_PARAMS: tuple[str, ...] = (
     "precision_target",
     "recall_target",
 )
+#: How far above the highest probability the "hand off nobody" threshold sits: half a point of the 0-100 score.
+_NOBODY_MARGIN = 0.005
 #: Bootstrap resamples are drawn in chunks of about this many row indices, to bound memory on large splits.
 _CHUNK_CELLS = 1_000_000
 
@@ -117,8 +123,9 @@ def _pick(policy: str, x: float, u: np.ndarray, cnt: np.ndarray, pos: np.ndarray
 
     if policy in ("capacity", "legacy_volume"):
         has, k = last(observed & (n_cum <= x))
-        # not even the top tie fits: hand off nobody (a threshold just above the highest p)
-        nobody = np.nextafter(u[np.argmax(observed, axis=1)], np.inf)
+        # not even the top tie fits: hand off nobody (a threshold above the highest p by half a score point, so it
+        # stays above it once read on the whole-point score: threshold_score of the highest score's p is the next one)
+        nobody = u[np.argmax(observed, axis=1)] + _NOBODY_MARGIN
         return np.where(has, u[k], nobody)
     if policy == "precision_target":
         precision = tp_cum / np.maximum(n_cum, 1)

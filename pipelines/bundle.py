@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 
-from models.bundle import BUNDLE_FILES, Bundle, bundle_from_parts, model_text_problem
+from models.bundle import BUNDLE_FILES, OPTIONAL_FILES, Bundle, bundle_from_parts, model_text_problem
 from pipelines.io import BadInput
 
 DEFAULT_BUNDLE = Path("data/artifacts")
@@ -31,14 +31,17 @@ def load_booster(path: str | Path) -> lgb.Booster:
 def load_bundle_dir(path: str | Path) -> Bundle:
     """Read a bundle folder: plain text and JSON only, so loading runs no pickled code."""
     folder = Path(path)
-    missing = [name for name in BUNDLE_FILES.values() if not (folder / name).exists()]
+    missing = [name for key, name in BUNDLE_FILES.items()
+               if key not in OPTIONAL_FILES and not (folder / name).exists()]
     if missing:
         raise BadInput(folder, f"not a leadlift bundle: missing {', '.join(missing)}")
+    scorer = folder / BUNDLE_FILES["scorer"]
     return bundle_from_parts(
         (folder / BUNDLE_FILES["model"]).read_text(),
         json.loads((folder / BUNDLE_FILES["spec"]).read_text()),
         json.loads((folder / BUNDLE_FILES["calibrator"]).read_text()),
         json.loads((folder / BUNDLE_FILES["threshold"]).read_text()),
+        json.loads(scorer.read_text()) if scorer.exists() else None,
     )
 
 

@@ -1,10 +1,12 @@
 """`calibrate` stage: calibrate probabilities on the valid split and choose the handoff threshold.
 
-The calibrator is fitted on the held-out valid margins written by `train` (from the booster that did not see valid),
-so it stays honest when the final model was refit on train + valid.
+The calibrator is fitted on the held-out valid margins written by `train` (from the chosen model's fits that did not
+see valid), so it stays honest when the final model was refit on train + valid. The method (none, sigmoid or
+isotonic) is chosen by cross-fitted log loss on valid, and only held-out figures are reported.
 
-Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --model ... --spec ... --calibrator ...
---threshold ... --train-run ... --valid-margins ... --run ...`); params from the `calibrate` section and `base`.
+Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --model ... --scorer ... --spec ...
+--calibrator ... --threshold ... --train-run ... --valid-margins ... --run ...`); params from the `calibrate` section
+and `base`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
-from scipy.special import expit
 
 from features.schema import LEGACY_SCORE, T0, has_legacy_score
 from features.spec import to_matrix
-from models.calibration import fit_calibrator, percentile_reference, to_score
-from models.metrics import ece
+from models.bundle import Scorer, scorer_from_dict
+from models.calibration import choose_calibrator, percentile_reference, to_score
 from models.threshold import (
     LEGACY_CUTOFFS,
     bootstrap_interval,
@@ -46,25 +46,25 @@ def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndar
     return joined["margin"].to_numpy().astype(np.float64)
 
 
-def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params: dict[str, Any],
+def run(frame: pl.DataFrame, scorer: Scorer, spec: dict[str, Any], params: dict[str, Any],
         valid_margins: pl.DataFrame | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return (calibrator.json, threshold.json) contents.
 
-    `valid_margins` (lead_id, margin) are held-out raw scores on valid; without them the booster's own are used,
-    which is only honest when the booster was not fitted on valid.
+    `valid_margins` (lead_id, margin) are held-out raw scores on valid; without them the scorer's own are used,
+    which is only honest when the model was not fitted on valid.
     """
     valid = frame.filter(pl.col("split") == "valid")
     train = frame.filter(pl.col("split") == "train")
     y = valid["label"].to_numpy().astype(np.float64)
     if valid_margins is None:
-        margin = booster.predict(to_matrix(valid, spec), raw_score=True)
+        margin = scorer.margin(to_matrix(valid, spec))
     else:
         margin = held_out_margin(valid, valid_margins)
-    calibrator = fit_calibrator(
+    calibrator, chosen = choose_calibrator(
         margin, y, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
     )
     p = calibrator.predict(margin)
-    p_train = calibrator.predict(booster.predict(to_matrix(train, spec), raw_score=True))
+    p_train = calibrator.predict(scorer.margin(to_matrix(train, spec)))
     weeks = period_weeks(valid[T0])
     legacy_handoffs = int((valid[LEGACY_SCORE] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy_score(valid) else None
     inputs = policy_inputs(params)
@@ -76,8 +76,8 @@ def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params:
     calib = {
         "calibrator": calibrator.to_dict(),
         "reference": [float(v) for v in percentile_reference(p_train)],
-        "valid_ece_uncalibrated": ece(y, expit(margin)),
-        "valid_ece_in_sample": ece(y, p),
+        # Held out: each valid lead scored by a calibrator fitted on the other folds (never in sample).
+        "choice": chosen,
         "valid_positives": int(y.sum()),
     }
     threshold = {
@@ -89,6 +89,7 @@ def run(frame: pl.DataFrame, booster: lgb.Booster, spec: dict[str, Any], params:
         "expected_handoffs_per_week": float((to_score(p) >= threshold_score(t)).sum() / weeks),
         "chosen_on": "valid",
         "method": calibrator.method,
+        "model": scorer.kind,
     }
     return calib, threshold
 
@@ -102,12 +103,12 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
     with mlflow.start_run(run_name=f"calibrate-{threshold['policy']}", parent_run_id=train_run["run_id"],
                           tags={"leadlift.training_run_id": train_run["run_id"], "leadlift.stage": "calibrate"}) as run:
         mlflow.log_params(tracking.flatten({"calibrate": {k: v for k, v in params.items() if k != "base"}}))
+        mlflow.set_tag("leadlift.calibration", calib["calibrator"]["method"])
         mlflow.log_metrics({
             "threshold_probability": threshold["threshold_probability"],
             "threshold_score": threshold["threshold_score"],
             "expected_handoffs_per_week": threshold["expected_handoffs_per_week"],
-            "valid_ece_in_sample": calib["valid_ece_in_sample"],
-            "valid_ece_uncalibrated": calib["valid_ece_uncalibrated"],
+            **tracking.numeric_metrics({"valid_held_out": calib["choice"]["held_out"]}),
         })
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="calibration")
@@ -116,23 +117,27 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
 
 @exit_codes
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "features", "model", "spec", "calibrator", "threshold", "train-run",
+    args = stage_args(argv, __doc__, "features", "model", "scorer", "spec", "calibrator", "threshold", "train-run",
                       "valid-margins", "run")
     params = load_params("calibrate", args.params)
     frame = read_frame(args.features)
-    calib, threshold = run(frame, load_booster(args.model), read_json(args.spec), params,
-                           read_frame(args.valid_margins))
+    scorer = scorer_from_dict(read_json(args.scorer), load_booster(args.model))
+    calib, threshold = run(frame, scorer, read_json(args.spec), params, read_frame(args.valid_margins))
     write_json(args.calibrator, calib)
     write_json(args.threshold, threshold)
     run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))
     write_json(args.run, run_info)
+    print(calibrate_summary(calib, threshold))
+
+
+def calibrate_summary(calib: dict[str, Any], threshold: dict[str, Any]) -> str:
+    """One line: the method chosen, the held-out figures it was chosen on, and the threshold."""
+    held = calib["choice"]["held_out"]
+    figures = ", ".join(f"{k} log loss {v['log_loss']:.4f} / ECE {v['ece']:.3f}" for k, v in held.items())
     lo, hi = threshold["interval_90"]["score"]
-    print(
-        f"calibrate: {calib['calibrator']['method']} (valid ECE {calib['valid_ece_uncalibrated']:.3f} -> "
-        f"{calib['valid_ece_in_sample']:.3f}); policy {threshold['policy']}: "
-        f"hand off at score >= {threshold['threshold_score']} "
-        f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week"
-    )
+    return (f"calibrate: {calib['calibrator']['method']} ({calib['choice']['chosen_by']}; cross-fitted on valid: "
+            f"{figures}); policy {threshold['policy']}: hand off at score >= {threshold['threshold_score']} "
+            f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week")
 
 
 if __name__ == "__main__":

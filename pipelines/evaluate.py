@@ -23,9 +23,15 @@ from features.schema import GROUPS, LEAD_ID, T0, has_legacy_score
 from features.spec import feature_names, to_matrix
 from models import metrics as M
 from models.baseline import LinearBaseline
-from models.bundle import BUNDLE_FILES, SQL, Bundle
-from models.threshold import LEGACY_CUTOFFS, period_weeks, sweep
-from models.treeshap import TreeShap
+from models.bundle import BLEND, BUNDLE_FILES, LIGHTGBM, LOGISTIC, SQL, Bundle, GbmScorer
+from models.choice import blend_margin
+from models.threshold import (
+    DEFAULT_COST_PER_HANDOFF,
+    DEFAULT_VALUE_PER_CONVERSION,
+    LEGACY_CUTOFFS,
+    period_weeks,
+    sweep,
+)
 from pipelines import plots, tracking
 from pipelines.bundle import load_bundle
 from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_json
@@ -34,7 +40,10 @@ SHAP_SAMPLE = 2000
 
 
 def decision_metrics(y: np.ndarray, selected: np.ndarray, *, weeks: float, value: float, cost: float) -> dict[str, Any]:
-    return M.decision_table(y, selected, weeks=weeks, value_per_conversion=value, cost_per_handoff=cost)
+    """decision_table plus the share of all leads handed off."""
+    out = M.decision_table(y, selected, weeks=weeks, value_per_conversion=value, cost_per_handoff=cost)
+    out["share_of_leads"] = out["handoffs"] / len(y) if len(y) else 0.0
+    return out
 
 
 def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline | None, calib_params: dict[str, Any],
@@ -44,16 +53,23 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
     X = to_matrix(test, bundle.spec)
     margin = bundle.margin(X)
     p = bundle.calibrator.predict(margin)
+    scores = bundle.score(p)
     weeks = period_weeks(test[T0])
     value, cost = float(calib_params["value_per_conversion"]), float(calib_params["cost_per_handoff"])
     out: dict[str, Any] = {
+        "model": bundle.scorer.kind,
+        "calibration": bundle.calibrator.method,
         "test": {
             "leads": int(len(y)),
             "conversions": int(y.sum()),
             "base_rate": float(y.mean()),
             "weeks": round(weeks, 3),
             "auc": M.auc(y, margin),
-            "auc_calibrated_score": M.auc(y, bundle.score(p)),
+            "auc_calibrated_probability": M.auc(y, p),
+            "auc_calibrated_score": M.auc(y, scores),
+            "distinct_scores": int(np.unique(scores).size),
+            "probability_min": float(p.min()),
+            "probability_max": float(p.max()),
             "pr_auc": M.pr_auc(y, p),
             "log_loss": M.log_loss(y, p),
             "brier": M.brier(y, p),
@@ -64,6 +80,10 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
     }
     if baseline is not None:
         out["test"]["baseline_lr_auc"] = M.auc(y, baseline.predict_proba(X))
+        # Reported for transparency only: the model was chosen on valid (reports/train.json), never on these.
+        parts = {LIGHTGBM: GbmScorer(bundle.booster).margin(X), LOGISTIC: baseline.margin(X)}
+        out["test"]["auc_by_candidate"] = {**{k: M.auc(y, v) for k, v in parts.items()},
+                                           BLEND: M.auc(y, blend_margin(parts))}
     selected = bundle.decide(p) == SQL
     decision = decision_metrics(y, selected, weeks=weeks, value=value, cost=cost)
     decision.update(policy=bundle.threshold["policy"], threshold_score=int(bundle.threshold["threshold_score"]),
@@ -90,6 +110,7 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
 def fidelity(notes: list[dict[str, Any]], truth: pl.DataFrame) -> float | None:
     """Share of recommended leads whose top reason's group is among their top-3 true drivers (centred terms)."""
     drivers = [g for g in GROUPS if g in truth.columns]
+    notes = [n for n in notes if n["reasons"]]  # a note close to the average lead names no reason
     if not notes or not drivers:
         return None
     centred = truth.select(LEAD_ID, *[(pl.col(g) - pl.col(g).mean()).alias(g) for g in drivers])
@@ -155,8 +176,39 @@ def write_plots(
     )
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(X.shape[0], size=min(SHAP_SAMPLE, X.shape[0]), replace=False))
-    contrib = TreeShap.from_booster(bundle.booster).contributions(X[rows])
+    contrib = bundle.scorer.contributions(X[rows])
     plots.shap_summary(figures / "shap_summary.png", contrib[:, :-1], X[rows], feature_names(bundle.spec))
+
+
+def handoff_lines(metrics: dict[str, Any], calib_params: dict[str, Any], *, synthetic: bool) -> list[str]:
+    """The hand-off in plain words: leads per week, share of all leads, precision and recall, beside the legacy rule
+    where the source has one; and a warning when a real source still runs on leadlift's placeholder economics."""
+    t, d = metrics["test"], metrics["decision"]
+
+    def line(name: str, row: dict[str, Any]) -> str:
+        share = row.get("share_of_leads", row["handoffs"] / t["leads"] if t["leads"] else 0.0)
+        return (f"  {name}: {row['handoffs_per_week']:,.1f} leads/week ({share:.1%} of all leads); "
+                f"{row['precision']:.1%} of them convert (precision), and they hold {row['recall']:.1%} of all "
+                "conversions (recall)")
+
+    lines = [f"hand-off on the test period ({t['weeks']:g} weeks, {t['leads']:,} leads, {t['conversions']:,} "
+             f"conversions, {t['base_rate']:.1%} convert):",
+             line(f"leadlift ({d['policy']} policy, score >= {d['threshold_score']})", d)]
+    for key, row in (metrics.get("legacy") or {}).items():
+        lines.append(line(f"legacy rule, {key.removeprefix('cutoff_')}+ points", row))
+    if not metrics.get("legacy"):
+        lines.append("  (no legacy score in this source to compare with)")
+    value, cost = float(calib_params["value_per_conversion"]), float(calib_params["cost_per_handoff"])
+    if not synthetic and (value, cost) == (DEFAULT_VALUE_PER_CONVERSION, DEFAULT_COST_PER_HANDOFF):
+        effect = (f"the {d['policy']} policy hands off every lead above {cost / value:.1%} "
+                  f"(here {d.get('share_of_leads', 0.0):.1%} of all leads)" if d["policy"] == "expected_value"
+                  else "the expected values in the reports rest on them")
+        lines.append(
+            f"warning: calibrate.value_per_conversion ({value:,.0f}) and calibrate.cost_per_handoff ({cost:,.0f}) are "
+            f"still leadlift's defaults, not this business's figures: {effect}. Set them to your own value of a "
+            "conversion and cost of a handoff (params.yaml, or the mapping's params: calibrate:), or use the capacity "
+            "policy with your team's size.")
+    return lines
 
 
 def champion_auc_on(test: pl.DataFrame, name: str = tracking.MODEL_NAME) -> float | None:
@@ -209,7 +261,8 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
         packed = Path(tmp) / "bundle"
         packed.mkdir()
         for name in BUNDLE_FILES.values():
-            shutil.copy(bundle_dir / name, packed / name)
+            if (bundle_dir / name).exists():
+                shutil.copy(bundle_dir / name, packed / name)
         with mlflow.start_run(run_id=calib_run["run_id"]):
             mlflow.log_metrics(
                 tracking.numeric_metrics({"decision": metrics["decision"], "legacy": metrics.get("legacy", {})})
@@ -252,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     source = read_json(args.interim / "source.json")
     truth = read_frame(source["truth"]) if source.get("truth") and Path(source["truth"]).exists() else None
     metrics = evaluate_frame(test, bundle, baseline, calib_params, truth)
+    metrics["source"] = source.get("name")
+    metrics["calibration_choice"] = read_json(args.bundle / "calibrator.json").get("choice")
     notes = [json.loads(line) for line in args.notes.read_text().splitlines() if line.strip()]
     metrics["explain"] = {
         "notes": len(notes),
@@ -268,9 +323,15 @@ def main(argv: list[str] | None = None) -> None:
     # Sources without a legacy score or a ground truth have no such AUC: leave them out rather than print "nan".
     beside = ", ".join(f"{name} {t[key]:.4f}" for name, key in
                        (("LR", "baseline_lr_auc"), ("legacy", "legacy_auc"), ("oracle", "oracle_auc")) if key in t)
-    print(f"evaluate: test AUC {t['auc']:.4f} ({beside}), ECE {t['ece']:.4f}; "
-          f"decision: {d['handoffs_per_week']:.1f}/week at precision {d['precision']:.3f}; "
-          f"model {registry['registered_model']} version {registry.get('version')} promoted={registry['promoted']}")
+    print(f"evaluate: {metrics['model']} model, test AUC {t['auc']:.4f} ({beside}), ECE {t['ece']:.4f} "
+          f"({metrics['calibration']} calibration); decision: {d['handoffs_per_week']:.1f}/week at precision "
+          f"{d['precision']:.3f}; model {registry['registered_model']} version {registry.get('version')} "
+          f"promoted={registry['promoted']}")
+    for line in handoff_lines(metrics, calib_params, synthetic=truth is not None):
+        print(line)
+    if not notes:
+        print(f"  no handoff notes: {d['handoffs']} test-period leads reached the threshold score "
+              f"{d['threshold_score']}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import yaml
 
@@ -18,7 +19,7 @@ from features.build import SPLIT
 from features.schema import LEAD_ID
 from features.spec import to_matrix
 from models.bundle import SQL, Bundle
-from models.handoff import build_notes, note_markdown, note_row
+from models.handoff import build_notes, note_columns, note_markdown, note_row
 from pipelines.bundle import load_bundle
 from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_text
 
@@ -37,8 +38,8 @@ def who_and_contact(lead_ids: list[str], interim: Path) -> tuple[list[dict[str, 
     allowed = [c for c in source.get("notes_allowed", [])]
     leads = pl.read_parquet(interim / "leads.parquet")
     cols = [c for c in firmo + allowed if c in leads.columns]
-    table = pl.DataFrame({LEAD_ID: lead_ids}).join(leads.select([LEAD_ID, *cols]), on=LEAD_ID, how="left",
-                                                   maintain_order="left")
+    table = pl.DataFrame({LEAD_ID: lead_ids}, schema={LEAD_ID: pl.String}).join(
+        leads.select(pl.col(LEAD_ID).cast(pl.String), *cols), on=LEAD_ID, how="left", maintain_order="left")
     rows = table.to_dicts()
     who = [{c: r[c] for c in firmo if c in r} for r in rows]
     contact = [{c: r[c] for c in allowed if c in r} for r in rows]
@@ -50,23 +51,36 @@ def notes_for(frame: pl.DataFrame, bundle: Bundle, catalog: dict[str, Any], *, a
     """Notes for the SQL recommendations in `frame` (or for every lead with all_leads)."""
     X = to_matrix(frame, bundle.spec)
     p = bundle.probability(X)
-    keep = [i for i, d in enumerate(bundle.decide(p)) if all_leads or d == SQL]
-    chosen = frame[keep]
+    keep = np.ones(frame.height, dtype=bool) if all_leads else bundle.decide(p) == SQL
+    chosen = frame.filter(pl.Series(keep))
     rows = chosen.to_dicts()
     who, contact = who_and_contact(chosen[LEAD_ID].to_list(), interim) if interim else (None, None)
     notes = build_notes(bundle, rows, X[keep], catalog, top=top, who=who, contact=contact)
     return sorted(notes, key=lambda n: (-n["probability"], n["lead_id"]))
 
 
-def write_notes(notes: list[dict[str, Any]], out: Path, *, top: int) -> None:
-    """notes.jsonl (full), notes.csv (CRM import) and notes.md (people), written atomically."""
+def write_notes(notes: list[dict[str, Any]], out: Path, *, top: int, none_because: str = "") -> None:
+    """notes.jsonl (full), notes.csv (CRM import) and notes.md (people), written atomically. With no notes the files
+    are still written (empty, the CSV with its header) and notes.md says why (`none_because`)."""
     write_text(out / "notes.jsonl", "".join(json.dumps(n, sort_keys=True) + "\n" for n in notes))
     # Schema from every row: an optional field (the reason against) can be empty for the first hundreds of notes.
     flat = (pl.DataFrame([note_row(n, top=top) for n in notes], infer_schema_length=None) if notes
-            else pl.DataFrame({LEAD_ID: []}))
+            else pl.DataFrame(schema=dict.fromkeys(note_columns(top), pl.String)))
     write_frame(flat, out / "notes.csv")
-    header = f"# Handoff notes\n\n{len(notes)} leads recommended to sales, highest score first.\n\n"
+    if notes:
+        header = f"# Handoff notes\n\n{len(notes)} leads recommended to sales, highest score first.\n\n"
+    else:
+        header = f"# Handoff notes\n\nNo lead recommended to sales{': ' + none_because if none_because else ''}.\n"
     write_text(out / "notes.md", header + "\n".join(note_markdown(n) for n in notes))
+
+
+def none_recommended(frame: pl.DataFrame, bundle: Bundle) -> str:
+    """Why a set of leads produced no SQL, in words: the threshold against the highest score reached."""
+    if frame.height == 0:
+        return "there were no leads to score"
+    best = int(bundle.score(bundle.probability(to_matrix(frame, bundle.spec))).max())
+    return (f"none of the {frame.height:,} leads reached the threshold score {bundle.threshold_score} "
+            f"({bundle.threshold['policy']} policy); the highest score was {best}")
 
 
 @exit_codes
@@ -77,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     bundle = load_bundle(args.bundle)
     top = int(params["top_reasons"])
     notes = notes_for(frame, bundle, load_catalog(), all_leads=bool(params["all_leads"]), top=top, interim=args.interim)
-    write_notes(notes, args.out, top=top)
-    print(f"explain: {len(notes)} handoff notes for {frame.height} test-period leads -> {args.out}")
+    why = "" if notes else none_recommended(frame, bundle)
+    write_notes(notes, args.out, top=top, none_because=why)
+    print(f"explain: {len(notes)} handoff notes for {frame.height} test-period leads -> {args.out}"
+          + (f" ({why})" if why else ""))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from the `featurize` section and `base`.
 
 Reads the canonical tables and source.json that ingest wrote, and writes data/features/features.parquet (every lead,
 out-of-scope ones with split null), the feature spec and a report whose scope counts add up to the leads.
-Exit 2 on bad input or when the leak guard refuses a column.
+Exit 2 on bad input, when too many conversions fall outside the label's window (with values of
+base.observation_days and base.horizon_days that pass), when train holds fewer conversions than
+featurize.min_train_positives, or when the leak guard refuses a column.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from features.build import (
     label_leads,
     time_split,
 )
-from features.leakguard import find_leaks
+from features.leakguard import closest_to_limit, find_leaks
 from features.schema import (
     CONVERTED_AT,
     CREATED_AT,
@@ -40,6 +42,14 @@ from features.schema import (
     utc,
 )
 from features.spec import feature_names, make_spec
+from features.timing import (
+    check_split_conversions,
+    check_timing,
+    check_train_positives,
+    conversions,
+    timing_lines,
+    timing_report,
+)
 from pipelines.io import BadInput, exit_codes, load_params, read_json, stage_args, write_frame, write_json
 
 
@@ -50,20 +60,32 @@ def featurize(
     source: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Features + scope + label + split for every lead, the spec, and the report; raises LeakError from the guard.
+    """Features + scope + label + split for every lead, the spec, and the report.
 
-    `params` is the featurize section with `base` inside (as `load_params("featurize")` returns it).
+    Raises TimingError (too many conversions outside the label's window), BadInput (too few train conversions) or
+    LeakError (the guard). `params` is the featurize section with `base` inside (as `load_params("featurize")`
+    returns it).
     """
     base = params["base"]
     observation_days, horizon_days = int(base["observation_days"]), int(base["horizon_days"])
     windows = [int(w) for w in params["windows"]]
     has_outcome_times = bool(source.get("has_outcome_times", True))
     snapshot_at, snapshot_basis = _snapshot(source, leads_lf, events_lf, outcomes_lf)
+    shares = params.get("split", {})
+    train_share = shares.get("train", 0.6) / sum(shares.get(k, d) for k, d in (("train", 0.6), ("valid", 0.2),
+                                                                                ("test", 0.2)))
+    min_positives = int(params.get("min_train_positives", 100))
+    timing: dict[str, Any] = {"has_outcome_times": False}
+    if has_outcome_times:
+        conv = conversions(leads_lf, outcomes_lf, snapshot_at=snapshot_at)
+        timing = {"has_outcome_times": True,
+                  **timing_report(conv, observation_days=observation_days, horizon_days=horizon_days)}
+        check_timing(conv, timing, max_lost_share=float(params.get("max_lost_conversion_share", 0.25)),
+                     min_positives=int(round(min_positives / max(train_share, 1e-9))))
 
     feats = build_features(leads_lf, events_lf, source, observation_days=observation_days, windows=windows)
     labeled = label_leads(feats, outcomes_lf, horizon_days=horizon_days, snapshot_at=snapshot_at,
                           has_outcome_times=has_outcome_times)
-    shares = params.get("split", {})
     frame = time_split(labeled, train=shares.get("train", 0.6), valid=shares.get("valid", 0.2),
                        test=shares.get("test", 0.2)).collect()
 
@@ -78,13 +100,19 @@ def featurize(
     frame = frame.select(LEAD_ID, T0, SPLIT, SCOPE, LABEL, *legacy, *feature_names(spec))
 
     report = _report(frame, snapshot_at=snapshot_at, snapshot_basis=snapshot_basis, spec=spec)
+    report["target_timing"] = timing
+    train = frame.filter(train_mask)
+    check_train_positives(int(train[LABEL].sum() or 0), minimum=min_positives, train_rows=train.height)
+    check_split_conversions({k: (v["leads"], v["conversions"]) for k, v in report["splits"].items()},
+                            min_valid_positives=int(params.get("min_valid_positives", 10)))
     allow = list(params.get("leak_allow") or [])
     auc_max = float(params.get("leak_auc_max", 0.95))
-    report["leak_guard"] = {"auc_max": auc_max, "allow": allow, "findings": []}
-    train = frame.filter(train_mask)
+    valid = frame.filter(pl.col(SPLIT) == "valid")
     findings = find_leaks(train, train[LABEL].to_numpy(), spec, auc_max=auc_max, allow=allow,
-                          after_outcome=source.get("after_outcome") or [])
-    report["leak_guard"]["findings"] = [f.as_dict() for f in findings]
+                          after_outcome=source.get("after_outcome") or [], valid=valid,
+                          valid_label=valid[LABEL].to_numpy(), t0=T0)
+    report["leak_guard"] = {"auc_max": auc_max, "allow": allow, "findings": [f.as_dict() for f in findings],
+                            "highest_auc_train": closest_to_limit(train, train[LABEL].to_numpy(), spec)}
     return frame, spec, report
 
 
@@ -168,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     args = stage_args(argv, __doc__, "interim", "out", "spec", "report")
     leads, events, outcomes, source = _read_inputs(args.interim)
     frame, spec, report = featurize(leads, events, outcomes, source, load_params("featurize", args.params))
+    for line in timing_lines(report["target_timing"]):
+        print(line)
     write_frame(frame, args.out / "features.parquet")
     write_json(args.spec, spec)
     write_json(args.report, report)

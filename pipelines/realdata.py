@@ -20,9 +20,11 @@ import yaml
 from rich.console import Console
 
 from features.spec import to_matrix
+from features.timing import timing_lines
 from models import metrics as M
 from models.baseline import LinearBaseline
-from models.calibration import fit_calibrator
+from models.bundle import scorer_from_dict
+from models.calibration import choose_calibrator
 from models.threshold import choose_threshold, period_weeks, policy_inputs
 from pipelines import calibrate, evaluate, explain, ingest, train
 from pipelines.bundle import load_bundle
@@ -116,7 +118,7 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
     held = recent.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")["margin"]
     m_r = np.where(held.is_null().to_numpy(), own, held.fill_null(0.0).to_numpy())
     m_t = bundle.margin(to_matrix(test, bundle.spec))
-    cal = fit_calibrator(
+    cal, _ = choose_calibrator(
         m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
     )
     p_before, p_after = bundle.calibrator.predict(m_t), cal.predict(m_r)
@@ -170,6 +172,8 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         frame, spec, feat_report = featurize(
             pl.scan_parquet(interim / "leads.parquet"), pl.scan_parquet(interim / "events.parquet"),
             pl.scan_parquet(interim / "outcomes.parquet"), src, section(params, "featurize"))
+        for line in timing_lines(feat_report["target_timing"]):
+            console.print(line)
         write_frame(frame, work / "features.parquet")
         write_json(art / "feature_spec.json", spec)
         console.print("train")
@@ -178,10 +182,13 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         write_text(art / "model.txt", trained.model_text)
         write_json(art / "baseline.json", trained.baseline)
         write_json(art / "importance.json", trained.importance)
+        write_json(art / "scorer.json", trained.scorer)
+        console.print(train.train_summary(trained.report))
         console.print("calibrate")
         calib_params = section(params, "calibrate")
-        calib, threshold = calibrate.run(frame, lgb.Booster(model_str=trained.model_text), spec, calib_params,
-                                         trained.valid_margins)
+        scorer = scorer_from_dict(trained.scorer, lgb.Booster(model_str=trained.model_text))
+        calib, threshold = calibrate.run(frame, scorer, spec, calib_params, trained.valid_margins)
+        console.print(calibrate.calibrate_summary(calib, threshold))
         write_json(art / "calibrator.json", calib)
         write_json(art / "threshold.json", threshold)
         bundle = load_bundle(art)
@@ -199,6 +206,7 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
             result["test"]["auc_vs_oracle"] = result["test"]["auc"] / result["test"]["oracle_auc"]
         result["source"] = src.get("name")
         result["threshold"] = threshold
+        result["calibration"] = calib["choice"]
         result["train"] = trained.report
         result["featurize"] = feat_report
         result["ingest"] = ingest_report
@@ -210,9 +218,14 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         console.print("explain")
         top = int(params["explain"]["top_reasons"])
         notes = explain.notes_for(test, bundle, explain.load_catalog(), all_leads=False, top=top, interim=interim)
-        explain.write_notes(notes, work / "handoff", top=top)
+        why = "" if notes else explain.none_recommended(test, bundle)
+        explain.write_notes(notes, work / "handoff", top=top, none_because=why)
+        result["handoff_summary"] = evaluate.handoff_lines(result, section(params, "calibrate"),
+                                                           synthetic=bool(src.get("truth")))
+        for line in result["handoff_summary"] + ([f"  no handoff notes: {why}"] if why else []):
+            console.print(line)
         result["explain"] = {"notes": len(notes), "sql_leads": int(result["decision"]["handoffs"]),
-                             "example_note": notes[0] if notes else None}
+                             "example_note": notes[0] if notes else None, "none_because": why or None}
         share = recalibrate_recent if recalibrate_recent is not None else params["calibrate"].get("recalibrate_recent")
         if share:
             result["recalibration"] = recalibration(frame, bundle, section(params, "calibrate"), float(share),

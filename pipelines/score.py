@@ -25,7 +25,6 @@ from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT, utc
 from features.spec import to_matrix
 from models.bundle import SQL, Bundle
 from models.handoff import build_notes, note_markdown, note_row
-from models.treeshap import TreeShap
 from pipelines.bundle import load_bundle
 from pipelines.explain import load_catalog
 from pipelines.io import BadInput, atomic_path, exit_codes, stage_args, write_frame
@@ -64,7 +63,7 @@ def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
         yield frame.slice(start, size)
 
 
-def score_chunk(bundle: Bundle, explainer: TreeShap, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
+def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
                 catalog: dict[str, Any]) -> pl.DataFrame:
     """Features at as_of, calibrated probability, score, percentile, decision, and notes for the SQLs."""
     source = source_of(bundle)
@@ -80,7 +79,7 @@ def score_chunk(bundle: Bundle, explainer: TreeShap, leads: pl.DataFrame, events
     allowed = [c for c in source.get("notes_allowed", []) if c in leads.columns]
     picked = leads[sql]
     notes = build_notes(bundle, rows, X[sql], catalog, who=picked.select(firmo).to_dicts(),
-                        contact=picked.select(allowed).to_dicts(), explainer=explainer)
+                        contact=picked.select(allowed).to_dicts())
     by_id = {n["lead_id"]: n for n in notes}
     out = []
     for lead_id, prob, s, pct, d in zip(feats[LEAD_ID].to_list(), p, bundle.score(p), bundle.percentile(p), decision,
@@ -187,7 +186,6 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
     else:
         raw, missing_optional, batch, as_of, ev = load_batch(leads_path, events, source, as_of)
     leads = batch.leads
-    explainer = TreeShap.from_booster(bundle.booster)
     catalog = load_catalog()
     writer = _Writer(out)
     n_sql = 0
@@ -196,7 +194,7 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
         task = progress.add_task("score", total=leads.height)
         for part in chunks(leads, chunk_size):
             part_events = ev.filter(pl.col(LEAD_ID).is_in(part[LEAD_ID].implode()))
-            scored = score_chunk(bundle, explainer, part, part_events, as_of=as_of, catalog=catalog)
+            scored = score_chunk(bundle, part, part_events, as_of=as_of, catalog=catalog)
             n_sql += int((scored["decision"] == SQL).sum())
             writer.write(scored, tmp)
             progress.advance(task, part.height)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
 from features.spec import to_matrix
+from models.baseline import LinearBaseline
+from models.bundle import GbmScorer
 from models.treeshap import TreeShap
 from pipelines.bundle import load_bundle
 from pipelines.explain import load_catalog
@@ -39,7 +44,7 @@ ACTIVE = (("page_pricing", 1.0), ("page_pricing", 2.0), ("page_pricing", 3.5), (
 
 
 def note_for(repo: Path, *kinds_days: tuple[str, float]) -> dict:  # type: ignore[type-arg]
-    bundle = load_bundle(repo / "data" / "artifacts")
+    bundle = load_bundle(repo if (repo / "model.txt").exists() else repo / "data" / "artifacts")
     return notes_for_leads(bundle, lead(), events(*kinds_days), as_of=AS_OF, catalog=load_catalog())[0]
 
 
@@ -49,8 +54,11 @@ def test_contributions_plus_expected_value_equal_the_raw_score(pipeline_repo: Pa
     X = to_matrix(test, bundle.spec)
     explainer = TreeShap.from_booster(bundle.booster)
     contrib = explainer.contributions(X)
-    np.testing.assert_allclose(contrib[:, :-1].sum(axis=1) + explainer.expected_value, bundle.margin(X), atol=1e-9)
+    gbm = GbmScorer(bundle.booster).margin(X)
+    np.testing.assert_allclose(contrib[:, :-1].sum(axis=1) + explainer.expected_value, gbm, atol=1e-9)
     np.testing.assert_allclose(contrib, bundle.booster.predict(X, pred_contrib=True), atol=1e-6)
+    # Whichever model was chosen, its reason codes add up to its own margin.
+    np.testing.assert_allclose(bundle.scorer.contributions(X).sum(axis=1), bundle.margin(X), atol=1e-9)
 
 
 def test_top_reason_names_a_true_driver_for_most_recommended_leads(pipeline_repo: Path) -> None:
@@ -90,3 +98,55 @@ def test_handoff_notes_read_as_plain_language(pipeline_repo: Path) -> None:
         for text in texts:
             assert text and "{" not in text and not any(n in text.split() for n in names if "_" in n), text
         assert "@" not in json.dumps(note)  # no email addresses: they are PII and not allowed in notes
+
+
+def test_every_handoff_note_keeps_the_note_rules(pipeline_repo: Path) -> None:
+    """Reasons for add a whole point each; none cites a count of zero; urgency covers every event a reason cites."""
+    notes = [json.loads(line) for line in (pipeline_repo / "data" / "handoff" / "notes.jsonl").read_text().splitlines()]
+    assert notes
+    zero_count = re.compile(r"(?<![\d.])0 (?!days?\b)[a-z]")
+    cited_any = 0
+    for note in notes:
+        assert all(r["points"] >= 1.0 for r in note["reasons"]), note["reasons"]
+        said = [*note["reasons"], *([note["against"]] if note["against"] else [])]
+        assert not [r["text"] for r in said if zero_count.search(r["text"])]
+        events = {k for r in said for k in r["events"]}
+        urgency = note["urgency"]
+        if events:
+            cited_any += 1
+            assert not urgency["text"].startswith("No buying signal"), note
+            assert urgency["days_since_last_signal"] is not None
+        if note["reasons"] and not any(r["events"] for r in note["reasons"]):
+            assert note["headline"].endswith(note["reasons"][0]["text"])
+    assert cited_any > len(notes) / 2
+
+
+@pytest.mark.parametrize("kind", ["logistic", "blend"])
+def test_a_bundle_whose_chosen_model_is_not_the_gbm_scores_and_explains_exactly(
+        kind: str, pipeline_repo: Path, tmp_path: Path) -> None:
+    """score, explain, evaluate and the MLflow pyfunc all go through the bundle's scorer, whatever model won."""
+    from models.bundle import scorer_dict
+    from models.choice import BLEND_WEIGHTS
+    from pipelines.mlflow_model import LeadliftModel
+
+    bundle_dir = tmp_path / "bundle"
+    shutil.copytree(pipeline_repo / "data" / "artifacts", bundle_dir)
+    baseline = json.loads((bundle_dir / "baseline.json").read_text())
+    (bundle_dir / "scorer.json").write_text(json.dumps(scorer_dict(kind, baseline, weights=BLEND_WEIGHTS)))
+    bundle = load_bundle(bundle_dir)
+    assert bundle.scorer.kind == kind
+    test = pl.read_parquet(pipeline_repo / "data" / "features" / "features.parquet").filter(pl.col("split") == "test")
+    X = to_matrix(test.head(300), bundle.spec)
+    contrib = bundle.scorer.contributions(X)
+    np.testing.assert_allclose(contrib.sum(axis=1), bundle.margin(X), atol=1e-9)
+    lr = LinearBaseline.from_dict(baseline).margin(X)
+    assert not np.allclose(bundle.margin(X), GbmScorer(bundle.booster).margin(X))
+    if kind == "logistic":
+        np.testing.assert_allclose(bundle.margin(X), lr)
+    note = note_for(bundle_dir, *ACTIVE)
+    assert note["reasons"] and abs(sum(r["points"] for r in note["reasons"])) > 0
+    model = LeadliftModel()
+    model.load_context(type("Context", (), {"artifacts": {"bundle": str(bundle_dir)}})())
+    names = [f["name"] for f in bundle.spec["features"]]
+    out = model.predict(None, test.head(300).select(names).to_pandas())
+    np.testing.assert_allclose(out["probability"].to_numpy(), bundle.probability(X))

@@ -368,7 +368,8 @@ def test_featurize_counts_add_up_and_only_in_scope_leads_get_a_split() -> None:
     leads, events, outcomes = _many_leads(300)
     source = {**SOURCE, "legacy_score": True, "snapshot_at": "2025-08-01T00:00:00+00:00", "after_outcome": []}
     params = {"base": {"observation_days": OBS, "horizon_days": 60}, "windows": WINDOWS,
-              "split": {"train": 0.6, "valid": 0.2, "test": 0.2}, "leak_auc_max": 0.95, "leak_allow": []}
+              "split": {"train": 0.6, "valid": 0.2, "test": 0.2}, "leak_auc_max": 0.95, "leak_allow": [],
+              "max_lost_conversion_share": 1.0, "min_train_positives": 10}
     frame, spec, report = featurize(leads, events, outcomes, source, params)
     assert report["leads"] == frame.height == 300
     assert report["in_scope"] + report["converted_before_t0"] + report["censored"] == 300

@@ -10,7 +10,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features.leakguard import LeakError, find_leaks, single_feature_auc
+from features.leakguard import (
+    DATE_RULE,
+    FREE_TEXT_RULE,
+    MISSING_AUC_RULE,
+    PRESENCE_RULE,
+    LeakError,
+    closest_to_limit,
+    find_leaks,
+    single_feature_auc,
+)
 from features.schema import TS
 from pipelines.featurize import main
 
@@ -33,7 +42,8 @@ SPEC = {"features": [
 
 def test_planted_leaks_are_refused_by_name() -> None:
     with pytest.raises(LeakError, match=r"(?s)days_to_close: single-feature AUC on train = 1\.0000 > 0\.95.*"
-                                        r"deal_stage.*featurize\.leak_allow") as err:
+                                        r"deal_stage: single-feature AUC on train \(out of fold\).*"
+                                        r"featurize\.leak_allow") as err:
         find_leaks(FRAME, Y, SPEC, auc_max=0.95)
     assert sorted(f.column for f in err.value.findings) == ["days_to_close", "deal_stage"]
     assert "visits" not in str(err.value) and "industry" not in str(err.value)
@@ -115,7 +125,7 @@ def _params(tmp_path: Path, allow: list[str]) -> Path:
     path.write_text(json.dumps({  # JSON is YAML
         "base": {"seed": 1, "observation_days": 7, "horizon_days": 60},
         "featurize": {"windows": [7, 30], "split": {"train": 0.6, "valid": 0.2, "test": 0.2},
-                      "leak_auc_max": 0.95, "leak_allow": allow}}))
+                      "leak_auc_max": 0.95, "leak_allow": allow, "min_train_positives": 10}}))
     return path
 
 
@@ -155,3 +165,121 @@ def test_featurize_stage_writes_outputs_and_reports_an_allowed_leak(tmp_path: Pa
 def test_featurize_stage_exits_2_when_an_input_is_missing(tmp_path: Path) -> None:
     (tmp_path / "interim").mkdir()
     assert _exit_code(_args(tmp_path, _params(tmp_path, []))) == 2
+
+
+# ---------------------------------------------------------------- the rules beyond the value's own AUC
+
+
+def _own(name: str, kind: str = "numeric", **extra: object) -> dict[str, object]:
+    """A spec entry for one of the export's own columns (event features have no source_column)."""
+    return {"name": name, "kind": kind, "source_column": name, **extra}
+
+
+def _won_deals_frame(n: int = 2000, seed: int = 3) -> tuple[pl.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.25).astype(np.int8)
+    copied = (y == 1) & (rng.random(n) < 0.3)  # filled for some converters only, as a won-deals export leaves it
+    return pl.DataFrame({
+        "deal_amount": np.where(copied, rng.lognormal(9, 0.5, n), np.nan),
+        "industry": rng.choice(["a", "b", "c"], n),
+    }).with_columns(pl.col("deal_amount").fill_nan(None)), y
+
+
+def test_a_column_present_almost_only_for_converters_is_refused_though_its_auc_is_low() -> None:
+    frame, y = _won_deals_frame()
+    assert single_feature_auc(frame["deal_amount"], y, categorical=False) < 0.7  # the value alone passes
+    with pytest.raises(LeakError, match=r"deal_amount: present almost only for converters.*rule: non-null for < 1% "
+                                        r"of one class and >= 5% of the other") as err:
+        find_leaks(frame, y, {"features": [_own("deal_amount")]}, auc_max=0.95)
+    assert [f.rule for f in err.value.findings] == [PRESENCE_RULE]
+
+
+def test_a_column_present_almost_only_for_non_converters_is_refused_too() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random(2000) < 0.3).astype(np.int8)
+    lost = (y == 0) & (rng.random(2000) < 0.5)
+    frame = pl.DataFrame({"lost_reason": pl.Series(["no budget"] * 2000).zip_with(
+        pl.Series(lost), pl.Series([None] * 2000, dtype=pl.String))})
+    with pytest.raises(LeakError, match="present almost only for non-converters"):
+        find_leaks(frame, y, {"features": [_own("lost_reason", "categorical")]}, auc_max=0.95)
+
+
+def test_presence_for_one_class_needs_enough_rows_to_be_a_pattern() -> None:
+    """Present for 6% of 970 non-converters and none of 30 converters: 1.8 expected, so no finding."""
+    y = np.r_[np.ones(30), np.zeros(970)].astype(np.int8)
+    values = np.where((y == 0) & (np.arange(1000) % 16 == 0), 1.0, np.nan)
+    frame = pl.DataFrame({"x": values}).with_columns(pl.col("x").fill_nan(None))
+    assert find_leaks(frame, y, {"features": [_own("x")]}, auc_max=0.95) == []
+
+
+def test_a_columns_missingness_is_tested_as_a_feature_of_its_own() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(3000) < 0.3).astype(np.int8)
+    missing = rng.random(3000) < np.where(y == 1, 0.05, 0.95)  # filled in once sales worked the lead
+    frame = pl.DataFrame({"score": np.where(missing, np.nan, rng.normal(size=3000))}).with_columns(
+        pl.col("score").fill_nan(None))
+    with pytest.raises(LeakError, match=r"score: whether it is missing alone gives an AUC of 0\.9\d+ on train") as err:
+        find_leaks(frame, y, {"features": [_own("score")]}, auc_max=0.85)
+    assert err.value.findings[0].rule == MISSING_AUC_RULE
+
+
+def test_event_features_missing_for_no_event_yet_are_not_refused_for_it() -> None:
+    """days_since_meeting is empty for leads without a meeting before t0: a point-in-time signal, not a leak."""
+    rng = np.random.default_rng(6)
+    y = (rng.random(3000) < 0.2).astype(np.int8)
+    met = (y == 1) & (rng.random(3000) < 0.2)
+    frame = pl.DataFrame({"days_since_meeting": np.where(met, rng.uniform(0, 30, 3000), np.nan)}).with_columns(
+        pl.col("days_since_meeting").fill_nan(None))
+    assert find_leaks(frame, y, {"features": [{"name": "days_since_meeting", "kind": "numeric"}]},
+                      auc_max=0.95) == []
+
+
+def test_an_id_like_categorical_is_judged_out_of_fold_not_in_sample() -> None:
+    rng = np.random.default_rng(7)
+    n = 3000
+    owner = rng.integers(0, 600, n)
+    skill = rng.normal(0, 0.3, 600)
+    y = (rng.random(n) < 1 / (1 + np.exp(1.2 - skill[owner]))).astype(np.int8)
+    frame = pl.DataFrame({"owner": [f"o{o}" for o in owner]})
+    assert single_feature_auc(frame["owner"], y, categorical=True) > 0.8  # memorised in sample
+    spec = {"features": [_own("owner", "categorical")]}
+    assert find_leaks(frame, y, spec, auc_max=0.75) == []
+    assert closest_to_limit(frame, y, spec)["owner"] < 0.6
+
+
+def test_the_guard_runs_on_the_valid_rows_too() -> None:
+    """A column the CRM started filling from the outcome only lately passes on train and is caught on valid."""
+    rng = np.random.default_rng(8)
+    y_train, y_valid = (rng.random(1000) < 0.3).astype(np.int8), (rng.random(400) < 0.3).astype(np.int8)
+    train = pl.DataFrame({"stage": rng.choice(["open", "won"], 1000)})
+    valid = pl.DataFrame({"stage": np.where(y_valid == 1, "won", "open")})
+    spec = {"features": [_own("stage", "categorical")]}
+    assert find_leaks(train, y_train, spec, auc_max=0.95) == []
+    with pytest.raises(LeakError, match=r"stage: single-feature AUC on valid = 1\.0000"):
+        find_leaks(train, y_train, spec, auc_max=0.95, valid=valid, valid_label=y_valid)
+
+
+def test_free_text_is_refused_as_a_category_but_a_category_derived_from_it_is_kept() -> None:
+    rng = np.random.default_rng(9)
+    y = (rng.random(500) < 0.3).astype(np.int8)
+    notes = [f"call {i}: {'signed' if v else 'follow up'} next week" for i, v in enumerate(y)]
+    frame = pl.DataFrame({"description": notes, "seniority": rng.choice(["vp", "manager", "student"], 500)})
+    spec = {"features": [_own("description", "categorical"),
+                         {"name": "seniority", "kind": "categorical", "source_column": "job_title"}]}
+    with pytest.raises(LeakError, match=r"description: free text: 100% of its 500 values occur once") as err:
+        find_leaks(frame, y, spec, auc_max=0.95)
+    assert [(f.column, f.rule) for f in err.value.findings] == [("description", FREE_TEXT_RULE)]
+
+
+def test_a_date_column_after_t0_for_most_leads_is_an_after_outcome_column() -> None:
+    t0 = [datetime(2025, 1, 1, tzinfo=timezone.utc) + timedelta(days=i) for i in range(200)]
+    after = [(t + timedelta(days=30)).date().isoformat() for t in t0]
+    before = [(t0[0] - timedelta(days=3 + i % 10)).date().isoformat() for i in range(200)]  # 10 dates, all before
+    frame = pl.DataFrame({"t0": t0, "last_activity": after, "first_touch": before},
+                         schema_overrides={"t0": TS})
+    y = np.array([0, 1] * 100)
+    spec = {"features": [_own("last_activity", "categorical"), _own("first_touch", "categorical")]}
+    with pytest.raises(LeakError, match=r"last_activity: its values are dates, after the lead's decision time t0 "
+                                        r"for 100% of the leads") as err:
+        find_leaks(frame, y, spec, auc_max=0.99, t0="t0")
+    assert [(f.column, f.rule) for f in err.value.findings] == [("last_activity", DATE_RULE)]

@@ -29,7 +29,9 @@ SOURCE: dict[str, Any] = {
     "after_outcome": [],
 }
 PARAMS: dict[str, Any] = {"base": {"observation_days": OBS, "horizon_days": 30}, "windows": WINDOWS,
-                          "split": {"train": 0.5, "valid": 0.25, "test": 0.25}, "leak_auc_max": 1.0, "leak_allow": []}
+                          "split": {"train": 0.5, "valid": 0.25, "test": 0.25}, "leak_auc_max": 1.0, "leak_allow": [],
+                          # a handful of leads: the target-timing and class-count stops are not what this tests
+                          "max_lost_conversion_share": 1.0, "min_train_positives": 0, "min_valid_positives": 0}
 
 created_hours = st.lists(st.integers(0, 24 * 60), min_size=1, max_size=5)
 #: (lead index, hours relative to t0, kind); negative hours are before t0.

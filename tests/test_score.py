@@ -53,7 +53,10 @@ def test_scoring_with_duplicate_and_null_ids_reconciles_exactly(pipeline_repo: P
     assert f"rows in 3008 = scored {scored.height} + quarantined 13" in res.stderr.replace("\n", " ")
     assert scored["lead_id"].n_unique() == scored.height
     sql = scored.filter(pl.col("decision") == "SQL")
-    assert sql.height > 0 and sql["reason_1"].null_count() == 0 and sql["note"].null_count() == 0
+    assert sql.height > 0 and sql["note"].null_count() == 0
+    # A lead without a reason worth a whole point says so in its headline instead.
+    without = sql.filter(pl.col("reason_1").is_null())
+    assert without.height < sql.height / 10 and without["headline"].str.contains("close to the average lead").all()
     assert scored.filter(pl.col("decision") == "nurture")["reason_1"].null_count() == scored.height - sql.height
     assert scored["score"].is_between(0, 100).all() and scored["percentile"].is_between(0, 100).all()
 

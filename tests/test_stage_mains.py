@@ -64,6 +64,6 @@ def test_a_broken_params_file_is_bad_input(tmp_path: Path, capsys: pytest.Captur
     params = tmp_path / "params.yaml"
     params.write_text("base: [unclosed\n")
     with pytest.raises(SystemExit) as stop:
-        main(["--features", "f", "--spec", "s", "--model", "m", "--baseline", "b", "--importance", "i",
+        main(["--features", "f", "--spec", "s", "--model", "m", "--baseline", "b", "--scorer", "c", "--importance", "i",
               "--valid-margins", "v", "--run", "r", "--report", "x", "--params", str(params)])
     assert stop.value.code == 2 and str(params) in capsys.readouterr().err

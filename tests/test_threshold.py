@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.calibration import to_score
 from models.metrics import decision_table
 from models.threshold import (
     POLICIES,
@@ -15,6 +16,7 @@ from models.threshold import (
     bootstrap_interval,
     choose_threshold,
     sweep,
+    threshold_score,
 )
 
 # Ten leads, five conversions, a tie at 0.8 and at 0.1. Handing off at t = each distinct p (highest first):
@@ -58,6 +60,8 @@ def test_capacity_keeps_tied_leads_together() -> None:
 def test_capacity_below_the_top_tie_hands_off_nobody() -> None:
     t = choose_threshold(Y, P, policy="capacity", weeks=1.0, reps=0, leads_per_rep_per_week=2)
     assert t > 0.9 and (P >= t).sum() == 0
+    # ...also once read on the 0-100 score: the threshold score is above the highest score.
+    assert threshold_score(t) > to_score(P).max()
 
 
 def test_precision_target_takes_the_lowest_threshold_that_reaches_it() -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from features.spec import to_matrix
+from models.bundle import scorer_from_dict
 from pipelines import calibrate, train
 from pipelines.io import read_json
 
@@ -31,15 +32,16 @@ def test_refit_uses_train_and_valid_with_the_tree_count_chosen_on_valid(pipeline
     assert r1["fit_rows"] == r0["train_rows"] + r0["valid_rows"] and r0["fit_rows"] == r0["train_rows"]
     assert r1["best_iteration"] == r0["best_iteration"] == lgb.Booster(model_str=refit.model_text).current_iteration()
     assert refit.model_text != plain.model_text and refit.baseline != plain.baseline
-    # The margins handed to calibrate are the held-out ones of the booster that never saw valid: the same either way,
-    # and different from the refit booster's own (in-sample) margins on valid.
+    # The margins handed to calibrate are the held-out ones of the chosen model's fits that never saw valid: the same
+    # either way, and different from the refit model's own (in-sample) margins on valid.
     assert refit.valid_margins.equals(plain.valid_margins)
+    assert refit.report["model"] == plain.report["model"] == refit.scorer["kind"]
     frame, spec = pl.read_parquet(features), read_json(spec_path)
-    valid = frame.filter(pl.col("split") == "valid")
-    own = lgb.Booster(model_str=refit.model_text).predict(to_matrix(valid, spec), raw_score=True)
-    held = calibrate.held_out_margin(valid, refit.valid_margins)
-    np.testing.assert_allclose(held, lgb.Booster(model_str=plain.model_text).predict(to_matrix(valid, spec),
-                                                                                      raw_score=True))
+    X_valid = to_matrix(frame.filter(pl.col("split") == "valid"), spec)
+    own = scorer_from_dict(refit.scorer, lgb.Booster(model_str=refit.model_text)).margin(X_valid)
+    held = calibrate.held_out_margin(frame.filter(pl.col("split") == "valid"), refit.valid_margins)
+    np.testing.assert_allclose(held, scorer_from_dict(plain.scorer, lgb.Booster(model_str=plain.model_text))
+                               .margin(X_valid))
     assert not np.allclose(own, held)
 
 
