@@ -64,6 +64,16 @@ BUNDLE_FILES = {
     "calibrator": "calibrator.json",
     "threshold": "threshold.json",
 }
+#: Files a bundle folder may also hold and its consumers read (the logistic-regression baseline); the manifest covers
+#: them when present. A new optional file (another model) is added here and is then hashed and checked like the rest.
+OPTIONAL_BUNDLE_FILES: tuple[str, ...] = ("baseline.json",)
+#: sha256 and size of every bundle file, written when the bundle is complete and checked before anything is parsed.
+MANIFEST = "manifest.json"
+
+
+def bundle_file_names(present: set[str] | frozenset[str]) -> list[str]:
+    """The bundle's files among the names `present` in a folder: every required file, then the optional ones there."""
+    return [*BUNDLE_FILES.values(), *(name for name in OPTIONAL_BUNDLE_FILES if name in present)]
 
 
 def model_text_problem(text: str) -> str | None:

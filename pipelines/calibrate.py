@@ -3,8 +3,12 @@
 The calibrator is fitted on the held-out valid margins written by `train` (from the booster that did not see valid),
 so it stays honest when the final model was refit on train + valid.
 
+Calibrate completes the bundle (model, feature spec, calibrator, threshold), so it also seals it: `manifest.json`
+beside them holds the sha256 of every bundle file, which every loader checks before parsing anything.
+
 Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --model ... --spec ... --calibrator ...
---threshold ... --train-run ... --valid-margins ... --run ...`); params from the `calibrate` section and `base`.
+--threshold ... --train-run ... --valid-margins ... --run ... --manifest ...`); params from the `calibrate` section
+and `base`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from scipy.special import expit
 
 from features.schema import LEGACY_SCORE, T0, has_legacy_score
 from features.spec import to_matrix
+from models.bundle import MANIFEST
 from models.calibration import fit_calibrator, percentile_reference, to_score
 from models.metrics import ece
 from models.threshold import (
@@ -31,8 +36,8 @@ from models.threshold import (
     threshold_score,
 )
 from pipelines import tracking
-from pipelines.bundle import load_booster
-from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_json
+from pipelines.bundle import load_booster, write_manifest
+from pipelines.io import BadInput, exit_codes, load_params, read_frame, read_json, stage_args, write_json
 
 
 def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndarray:
@@ -117,13 +122,16 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
 @exit_codes
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(argv, __doc__, "features", "model", "spec", "calibrator", "threshold", "train-run",
-                      "valid-margins", "run")
+                      "valid-margins", "run", "manifest")
+    if args.manifest.name != MANIFEST:
+        raise BadInput(args.manifest, f"the bundle manifest must be named {MANIFEST} (loaders look for that name)")
     params = load_params("calibrate", args.params)
     frame = read_frame(args.features)
     calib, threshold = run(frame, load_booster(args.model), read_json(args.spec), params,
                            read_frame(args.valid_margins))
     write_json(args.calibrator, calib)
     write_json(args.threshold, threshold)
+    write_manifest(args.manifest.parent)  # calibrate completes the bundle: seal it
     run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))
     write_json(args.run, run_info)
     lo, hi = threshold["interval_90"]["score"]
