@@ -92,7 +92,7 @@ def atomic_paths(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
     leaves no chance to clean) are removed when a later run writes the same target."""
     targets = [Path(p) for p in paths]
     temps: list[Path] = []
-    with _terminate_as_exit():
+    with _removed_on_sigterm(temps):
         try:
             for target in targets:
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -150,22 +150,38 @@ def _running(pid: int) -> bool:
     return True
 
 
+#: Temporary files of the transactions running in this process, removed by the SIGTERM handler.
+_LIVE_TEMPS: list[list[Path]] = []
+
+
 @contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM raises SystemExit(143) while the block runs, so `finally` clauses remove temporary files (the default
-    action ends the process on the spot). Signal handlers belong to the main thread; elsewhere this does nothing."""
+def _removed_on_sigterm(temps: list[Path]) -> Iterator[None]:
+    """While a transaction runs, SIGTERM removes its temporary files and ends the process (exit 143). The handler
+    does not raise: an exception raised from a signal handler lands in whatever Python code runs at that moment,
+    which can be a callback inside polars, where it aborts the process instead of unwinding. Signal handlers belong
+    to the main thread; elsewhere only the `finally` cleanup applies."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    _LIVE_TEMPS.append(temps)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if len(_LIVE_TEMPS) == 1 else None
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _LIVE_TEMPS.remove(temps)
+        if not _LIVE_TEMPS:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    for temps in _LIVE_TEMPS:
+        for tmp in temps:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+    os.write(2, b"terminated: no output was replaced; temporary files removed\n")
+    os._exit(128 + signum)
 
 
 def write_text(path: str | Path, text: str) -> None:

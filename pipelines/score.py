@@ -223,7 +223,6 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
                encoding: str | None = None) -> Loaded:
     """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`)."""
     raw, read_leads = read_batch_table("leads", leads_path, encoding=encoding)
-    C.check_layout(raw.columns, file=str(leads_path))
     absent = check_compatible(raw, source, leads_path)
     raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
     use_events = events is not None and source.get("has_events", True)
@@ -232,7 +231,6 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
     if use_events:
         assert events is not None
         events_raw, read["events"] = read_batch_table("events", events, encoding=encoding)
-        C.check_layout(events_raw.columns, file=str(events))
     batch = check_batch(raw, events_raw, source=source, leads_file=leads_path,
                         events_file=events if use_events else None, as_of=utc(as_of) if as_of else None)
     at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
