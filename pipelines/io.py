@@ -168,7 +168,7 @@ def _removed_on_sigterm(temps: list[Path]) -> Iterator[None]:
     try:
         yield
     finally:
-        _LIVE_TEMPS.remove(temps)
+        del _LIVE_TEMPS[next(i for i, t in enumerate(_LIVE_TEMPS) if t is temps)]
         if not _LIVE_TEMPS:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 

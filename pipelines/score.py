@@ -276,11 +276,12 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
         else:
             ev = counts.get("events", {})
             if ev.get("rows_in") and not ev.get("rows_out"):
-                line = (f"not one of the {ev['rows_in']} events belongs to a lead of this batch "
-                        f"({', '.join(f'{k}: {v}' for k, v in ev['by_reason'].items())}); do lead ids have the same "
-                        "form in both files?")
+                ids = C.UNKNOWN_LEAD in ev["by_reason"]
+                line = (f"not one of the {ev['rows_in']} events can be used "
+                        f"({', '.join(f'{k}: {v}' for k, v in ev['by_reason'].items())})"
+                        + ("; do lead ids have the same form in both files?" if ids else ""))
                 warnings.append(line)
-                refusals.append(BadInput(events_file, line, column=LEAD_ID))
+                refusals.append(BadInput(events_file, line, column=LEAD_ID if ids else None))
     return gaps, warnings, refusals
 
 
