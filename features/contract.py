@@ -1,8 +1,9 @@
 """The data contract as checks: canonical, typed tables in, (clean rows, quarantined rows with a reason, counts) out.
 
 Two kinds of problem. A *row-level* problem (a missing id, a duplicate id, an unparseable or future timestamp, an event
-for an unknown lead, a non-numeric value in a numeric column, a legacy score outside 0-100) sends that row to the
-quarantine with its reason and the run goes on: rows in = rows out + rows quarantined, per table. A *file-level*
+for an unknown lead, a non-numeric or infinite value in a numeric column, a legacy score outside 0-100, a CSV row with
+more or fewer fields than the header, which the reader marks) sends that row to the quarantine with its reason and
+the run goes on: rows in = rows out + rows quarantined, per table. A *file-level*
 problem (a missing column, the wrong separator, no data rows, a column in which not one value parses) raises
 `BadInput`, which names the file, the column, the first bad row and what was expected (exit 2). This module does no
 I/O: it takes and returns polars frames, mostly lazy, so the synthetic fast path streams 50M events through the same
@@ -75,6 +76,9 @@ MISSING_TIMESTAMP = "missing timestamp"
 UNPARSEABLE_TIMESTAMP = "unparseable timestamp"
 FUTURE_TIMESTAMP = "future timestamp"
 NON_NUMERIC = "non-numeric value"
+NON_FINITE = "not a finite number"
+MORE_FIELDS = "more fields than the header"
+FEWER_FIELDS = "fewer fields than the header"
 BELOW_MINIMUM = "below minimum"
 ABOVE_MAXIMUM = "above maximum"
 LEGACY_SCORE_RANGE = "legacy_score outside 0-100"
@@ -129,6 +133,7 @@ class Checked:
 
 def check_layout(columns: Sequence[str], *, file: str | None, expected_separator: str = ",") -> None:
     """Refuse a file read with the wrong separator: it comes out as one column whose name holds the real separator."""
+    columns = [c for c in columns if c not in (ROW, REASON, REASON_COLUMN)]
     if len(columns) == 1:
         found = [s for s in _SEPARATORS if s in columns[0] and s != expected_separator]
         if found:
@@ -146,7 +151,7 @@ def require_columns(present: Sequence[str], needed: Sequence[str], *, file: str 
     have = set(present)
     for col in needed:
         if col not in have:
-            shown = ", ".join(repr(c) for c in [c for c in present if c != ROW][:40])
+            shown = ", ".join(repr(c) for c in [c for c in present if c not in (ROW, REASON, REASON_COLUMN)][:40])
             raise BadInput(file, f"missing column needed as {what}; the file has: {shown}", column=col)
 
 
@@ -200,7 +205,8 @@ def _localise(naive: pl.Expr, zone: str) -> pl.Expr:
 
 
 def numeric_expr(column: str, dtype: pl.DataType) -> pl.Expr:
-    """`column` as Float64; text that is not a number becomes null, and NaN counts as missing."""
+    """`column` as Float64; text that is not a number becomes null, and NaN counts as missing (an infinity stays,
+    for the NON_FINITE rule to quarantine)."""
     col = pl.col(column)
     if dtype.is_numeric() or isinstance(dtype, pl.Boolean):
         return col.cast(pl.Float64).fill_nan(None)
@@ -251,7 +257,8 @@ def annotate_leads(
     """Type the leads table and give each bad row a reason.
 
     Checks, in order: missing lead_id, duplicate lead_id (every copy), missing / unparseable / future created_at,
-    legacy_score not a number or outside 0-100, numeric feature not a number or outside its declared [min, max].
+    legacy_score not a number, infinite or outside 0-100, numeric feature not a number, infinite (inf, 1e999: no
+    model input and no sentence can use it) or outside its declared [min, max].
     """
     numeric = dict(numeric or {})
     frame = _with_row(leads.lazy())
@@ -285,10 +292,12 @@ def annotate_leads(
         score = pl.col(LEGACY_SCORE)
         rules += [
             (_unparsed(LEGACY_SCORE, schema), LEGACY_SCORE, NON_NUMERIC),
+            (score.is_infinite(), LEGACY_SCORE, NON_FINITE),
             ((score < 0) | (score > 100), LEGACY_SCORE, LEGACY_SCORE_RANGE),
         ]
     for c, meta in numeric.items():
         rules.append((_unparsed(c, schema), c, NON_NUMERIC))
+        rules.append((pl.col(c).is_infinite(), c, NON_FINITE))
         if meta.get("min") is not None:
             rules.append((pl.col(c) < float(meta["min"]), c, BELOW_MINIMUM))
         if meta.get("max") is not None:

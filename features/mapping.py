@@ -76,6 +76,8 @@ SCHEMA_TYPES: dict[str, pl.DataType] = {
 #: Names a declared column may not take: they belong to the canonical tables.
 RESERVED = frozenset({LEAD_ID, CREATED_AT, LEGACY_SCORE, CONVERTED, CONVERTED_AT, OCCURRED_AT, EVENT_TYPE, "t0",
                       "split", "label", "scope", ROW, REASON, REASON_COLUMN})
+#: Columns the reader and the mapping add to every table (row number, a reason set before the contract).
+_INTERNAL = (ROW, REASON, REASON_COLUMN)
 UNKNOWN_JOIN_KEY = "no lead with this join key"
 AMBIGUOUS_JOIN_KEY = "join key matches several leads"
 REPEAT_OUTCOME = "repeat outcome for the lead (earliest kept)"
@@ -102,9 +104,11 @@ class ReadSpec:
     table: str
     path: str
     format: str
-    separator: str = ","
+    #: None: sniffed from the file's first lines (pipelines.ingest.read_table).
+    separator: str | None = None
     quote: str | None = '"'
-    encoding: str = "utf8"
+    #: None: UTF-8 when the whole file decodes as UTF-8, else Windows-1252 (pipelines.ingest.read_table).
+    encoding: str | None = None
     null_values: tuple[str, ...] = ()
     schema_overrides: dict[str, pl.DataType] | None = None
     infer_schema_length: int | None = None
@@ -232,9 +236,9 @@ def read_spec(mapping: Mapping[str, Any], table: str, *, path: str | None = None
         table=table,
         path=str(path or t["path"]),
         format=t["format"] if path is None or t.get("format_given") else _format_of(str(path), None, table),
-        separator=csv.get("separator", ","),
+        separator=csv.get("separator"),
         quote=csv.get("quote", '"'),
-        encoding=csv.get("encoding", "utf8"),
+        encoding=csv.get("encoding"),
         null_values=tuple(csv.get("null_values", ())),
         schema_overrides={k: SCHEMA_TYPES[v] for k, v in (t.get("schema") or {}).items()} or None,
         infer_schema_length=csv.get("infer_schema_length"),
@@ -243,9 +247,9 @@ def read_spec(mapping: Mapping[str, Any], table: str, *, path: str | None = None
 
 def canonical_mapping(*, leads: Sequence[str], events: bool = False, outcomes: Sequence[str] | None = None,
                       name: str = "canonical") -> dict[str, Any]:
-    """The mapping of files already in canonical form (what `leadlift validate` assumes without --source):
-    legacy_score and the usual PII columns keep their roles; every other leads column is carried through unchanged.
-    The paths are placeholders: the caller passes the real files to `read_spec(..., path=...)`."""
+    """The mapping of files already in canonical form (what `leadlift validate` without --source and `leadlift score`
+    read): legacy_score and the usual PII columns keep their roles; every other leads column is carried through
+    unchanged. The paths are placeholders: the caller passes the real files to `read_spec(..., path=...)`."""
     pii = [c for c in ("name", "email", "phone") if c in leads]
     keep = [c for c in leads if c not in {LEAD_ID, CREATED_AT, LEGACY_SCORE, ROW, *pii}]
     raw: dict[str, Any] = {
@@ -261,6 +265,10 @@ def canonical_mapping(*, leads: Sequence[str], events: bool = False, outcomes: S
     m = load_mapping(raw, origin="canonical")
     if outcomes is None:
         m["outcomes"] = None
+    # A canonical CSV is read as text: the contract, not a guess at types from the first rows, decides what is bad,
+    # and an id such as "00123" stays "00123".
+    for section in sections(m).values():
+        section["csv"] = {**(section.get("csv") or {}), "infer_schema_length": 0}
     return m
 
 
@@ -306,6 +314,7 @@ def apply_mapping(
     base = leads.with_columns(lid_expr.alias(LEAD_ID))
     leads_out = base.select(
         pl.col(ROW),
+        *_prior_reason(present),
         pl.col(LEAD_ID),
         created.alias(CREATED_AT),
         *[pl.col(c) for c in feature_cols],
@@ -322,7 +331,7 @@ def apply_mapping(
     dropped = {"leads": {
         "leaky": leaky_present,
         "leaky_not_in_file": [c for c in spec["drop_leaky"] if c not in present],
-        "undeclared": [c for c in present if c != ROW and c not in used and c not in spec["drop_leaky"]],
+        "undeclared": [c for c in present if c not in _INTERNAL and c not in used and c not in spec["drop_leaky"]],
         "used_for_roles": sorted(c for c in roles_only if c not in feature_cols + passthrough),
     }}  # fmt: skip
     time_formats = {CREATED_AT: spec["created_at"]["time_format"]} if spec["created_at"].get("column") else {}
@@ -994,7 +1003,11 @@ def _apply_events(mapping: Mapping[str, Any], tables: Mapping[str, pl.LazyFrame 
             vm = spec["event_type"]["map"]
             kind_expr = kind_expr.replace(list(vm), list(vm.values()))
         fmt = spec["occurred_at"]["time_format"]
-        cols = [pl.col(ROW), pl.col(lid).cast(pl.String).alias(LEAD_ID),
+        # A reason the reader gave a row (a ragged CSV row) rides along; sources without one get an empty one,
+        # so the union has one shape.
+        prior = _prior_reason(present) or [pl.lit(None, dtype=pl.String).alias(REASON),
+                                           pl.lit(None, dtype=pl.String).alias(REASON_COLUMN)]
+        cols = [pl.col(ROW), *prior, pl.col(lid).cast(pl.String).alias(LEAD_ID),
                 _timestamp_expr(at, schema[at], fmt).alias(OCCURRED_AT),
                 (pl.col(at).cast(pl.String) if isinstance(schema[at], pl.String) else pl.lit(None, dtype=pl.String)
                  ).alias(RAW_PREFIX + OCCURRED_AT),
@@ -1011,7 +1024,8 @@ def _apply_events(mapping: Mapping[str, Any], tables: Mapping[str, pl.LazyFrame 
                        for canon, c in ((LEAD_ID, lid), (OCCURRED_AT, at), (EVENT_TYPE, kind))]]
         parts.append(lf.select(cols))
         used = {lid, at, kind, *([spec["value"]] if spec["value"] else [])}
-        undeclared += [c if not many else f"{spec['name']}: {c}" for c in present if c != ROW and c not in used]
+        undeclared += [c if not many else f"{spec['name']}: {c}" for c in present
+                       if c not in _INTERNAL and c not in used]
         origins = {LEAD_ID: lid, OCCURRED_AT: at, EVENT_TYPE: kind}
     out = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical")
     if many:
@@ -1047,12 +1061,21 @@ def _converted_expr(col: str, dtype: pl.DataType, spec: Mapping[str, Any], file:
     return (expr.otherwise(None) if neg is not None else expr).cast(pl.Boolean)
 
 
-def _target_reason(col: str, converted: pl.Expr) -> list[pl.Expr]:
+def _target_reason(col: str, converted: pl.Expr, *, prior: bool = False) -> list[pl.Expr]:
+    """"unrecognised target value" where the target does not map; a reason the reader gave the row comes first."""
     bad = converted.is_null()
-    return [
-        pl.when(bad).then(pl.lit(TARGET_UNRECOGNISED)).otherwise(None).cast(pl.String).alias(REASON),
-        pl.when(bad).then(pl.lit(col)).otherwise(None).cast(pl.String).alias(REASON_COLUMN),
-    ]
+    reason = pl.when(bad).then(pl.lit(TARGET_UNRECOGNISED)).otherwise(None).cast(pl.String)
+    column = pl.when(bad).then(pl.lit(col)).otherwise(None).cast(pl.String)
+    if prior:
+        reason = pl.when(pl.col(REASON).is_not_null()).then(pl.col(REASON)).otherwise(reason)
+        column = pl.when(pl.col(REASON).is_not_null()).then(pl.col(REASON_COLUMN)).otherwise(column)
+    return [reason.alias(REASON), column.alias(REASON_COLUMN)]
+
+
+def _prior_reason(present: Sequence[str]) -> list[pl.Expr]:
+    """A reason the reader already gave a row (a CSV row with more or fewer fields than the header) rides along,
+    so the contract quarantines that row with it."""
+    return [pl.col(REASON), pl.col(REASON_COLUMN)] if REASON in present else []
 
 
 def _apply_outcomes(spec: Mapping[str, Any], mapping: Mapping[str, Any], file: str, leads: pl.LazyFrame,
@@ -1070,14 +1093,15 @@ def _apply_outcomes(spec: Mapping[str, Any], mapping: Mapping[str, Any], file: s
     if conv:
         require_columns(present, [conv["column"]], file=file, what="converted")
         converted = _converted_expr(conv["column"], schema[conv["column"]], conv, file)
-        cols += [converted.alias(CONVERTED), *_target_reason(conv["column"], converted)]
+        cols += [converted.alias(CONVERTED), *_target_reason(conv["column"], converted, prior=REASON in present)]
         used.add(conv["column"])
         origins[CONVERTED] = conv["column"]
     else:
         if CONVERTED in present:
             cols.append(pl.col(CONVERTED))
             used.add(CONVERTED)
-        cols += [pl.lit(None, dtype=pl.String).alias(REASON), pl.lit(None, dtype=pl.String).alias(REASON_COLUMN)]
+        cols += _prior_reason(present) or [pl.lit(None, dtype=pl.String).alias(REASON),
+                                           pl.lit(None, dtype=pl.String).alias(REASON_COLUMN)]
     if at:
         require_columns(present, [at["column"]], file=file, what="converted_at")
         cols.append(pl.col(at["column"]).alias(CONVERTED_AT))
@@ -1097,7 +1121,7 @@ def _apply_outcomes(spec: Mapping[str, Any], mapping: Mapping[str, Any], file: s
         out = lf.select(*cols, pl.col(lid).cast(pl.String).alias(LEAD_ID))
     if spec["duplicates"] == "earliest":
         out = _keep_earliest(out, at["time_format"], at["column"])
-    dropped = {"leaky": [], "undeclared": [c for c in present if c != ROW and c not in used]}
+    dropped = {"leaky": [], "undeclared": [c for c in present if c not in _INTERNAL and c not in used]}
     return out, origins, dropped, at["time_format"] if at else None
 
 

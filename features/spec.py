@@ -84,8 +84,8 @@ def make_spec(
     ...           "numeric": {"seats": {"group": "company_fit", "description": "Seats in use"}}}
     >>> spec = make_spec(frame, source, observation_days=7, horizon_days=30, windows=[7],
     ...                  train_mask=pl.Series([True, False, True]))
-    >>> [(f["name"], f["kind"], f.get("categories")) for f in spec["features"]]
-    [('industry', 'categorical', ['retail', 'other']), ('seats', 'numeric', None)]
+    >>> [(f["name"], f["kind"], f.get("categories"), f["missing_share"]) for f in spec["features"]]
+    [('industry', 'categorical', ['retail', 'other'], 0.0), ('seats', 'numeric', None, 0.0)]
     """
     names = feature_columns(source, windows)
     check_compatible({"features": [{"name": n} for n in names]}, frame.columns, allow_extra=True)
@@ -96,6 +96,10 @@ def make_spec(
         f = dict(described[name])
         if f["kind"] == CATEGORICAL:
             f["categories"] = _categories(train[name])
+        if "source_column" in f:
+            # How often the input was missing in training: scoring warns and refuses a batch that misses it far more
+            # often (a column left out, or values the model never saw), see `input_gaps`.
+            f["missing_share"] = round(train[name].null_count() / train.height, 4) if train.height else 0.0
         features.append(f)
     return {
         "version": 1,
@@ -167,6 +171,42 @@ def to_matrix(frame: pl.DataFrame, spec: Mapping[str, Any]) -> np.ndarray:
         return np.empty((frame.height, 0), dtype=np.float64)
     matrix = frame.select(exprs).to_numpy(order="c")
     return np.asarray(matrix, dtype=np.float64)
+
+
+def input_gaps(leads: pl.DataFrame, spec: Mapping[str, Any], *, absent: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Per model input read from the leads file (one entry per source column): rows that miss it, rows with a
+    category the model never saw (scored as "other"), their share of the batch, and the share of training rows that
+    missed it (`missing_share` in the spec; 0 for a spec written before it was kept). `absent` names columns the file
+    did not have at all (filled as missing). Scoring warns about, and refuses, inputs missing far more often than in
+    training: the model still scores such leads, but as if nothing were known.
+
+    Examples
+    --------
+    >>> spec = {"features": [{"name": "tier", "kind": "categorical", "categories": ["gold", "other"],
+    ...                       "source_column": "tier", "missing_share": 0.1}]}
+    >>> [(g["column"], g["missing"], g["unseen"], g["share"]) for g in
+    ...  input_gaps(pl.DataFrame({"tier": ["gold", "bronze", None]}), spec)]
+    [('tier', 1, 1, 0.6667)]
+    """
+    absent = set(absent)
+    seen: set[str] = set()
+    gaps: list[dict[str, Any]] = []
+    for f in spec["features"]:
+        col = f.get("source_column")
+        if col is None or col in seen or col not in leads.columns:
+            continue
+        seen.add(col)
+        values = leads[col]
+        missing = values.null_count()
+        unseen = 0
+        if f["kind"] == CATEGORICAL and f["name"] == col:  # a parsed column (job_title -> seniority) has no unseen
+            unseen = int((values.is_not_null() & ~values.cast(pl.String).is_in(list(f["categories"]))).sum())
+        gaps.append({
+            "column": col, "feature": f["name"], "absent": col in absent, "missing": missing, "unseen": unseen,
+            "share": round((missing + unseen) / leads.height, 4) if leads.height else 0.0,
+            "train_share": float(f.get("missing_share", 0.0)),
+        })
+    return gaps
 
 
 def _encode(feature: Mapping[str, Any]) -> pl.Expr:

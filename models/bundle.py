@@ -190,6 +190,19 @@ BUNDLE_FILES = {
 }
 #: Bundle files an older bundle may lack, and what their absence means (scorer.json: LightGBM alone).
 OPTIONAL_FILES = frozenset({"scorer"})
+#: Files a bundle folder may also hold and its consumers read (the logistic-regression baseline); the manifest covers
+#: them when present. A new optional file (another model) is added here and is then hashed and checked like the rest.
+OPTIONAL_BUNDLE_FILES: tuple[str, ...] = ("baseline.json",)
+#: sha256 and size of every bundle file, written when the bundle is complete and checked before anything is parsed.
+MANIFEST = "manifest.json"
+
+
+def bundle_file_names(present: set[str] | frozenset[str]) -> list[str]:
+    """The bundle's files among the names `present` in a folder: every required file, then the optional ones there
+    (scorer.json, which an older bundle lacks, and the baseline)."""
+    required = [name for key, name in BUNDLE_FILES.items() if key not in OPTIONAL_FILES]
+    optional = [*(BUNDLE_FILES[key] for key in sorted(OPTIONAL_FILES)), *OPTIONAL_BUNDLE_FILES]
+    return [*required, *(name for name in optional if name in present)]
 
 
 def model_text_problem(text: str) -> str | None:

@@ -6,6 +6,8 @@ headline says so), no reason cites a count of zero, and urgency covers every eve
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,9 +113,21 @@ def build_notes(
 
 
 def _maybe_int(v: Any) -> int | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if v is None or (isinstance(v, float | np.floating) and not np.isfinite(v)):
         return None
     return int(round(float(v)))
+
+
+#: Characters that start Markdown syntax (emphasis, code, links, images, tables, strike-through, escapes).
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~!#])")
+
+
+def md_text(value: Any) -> str:
+    """Any value as inert Markdown text: HTML escaped (no <script>, no <img onerror>), Markdown syntax backslash-
+    escaped (no links, headings or emphasis), and on one line (a newline could start a heading or a list)."""
+    text = html.escape(str(value), quote=False)
+    text = " ".join(text.split("\n")).replace("\r", " ")
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def _points(points: float) -> str:
@@ -123,17 +137,20 @@ def _points(points: float) -> str:
 
 
 def note_markdown(note: Mapping[str, Any]) -> str:
-    """A note as a rep reads it."""
-    lines = [f"### Lead {note['lead_id']}: score {note['score']} ({note['decision']})", "", f"**Who:** {note['who']}"]
+    """A note as a rep reads it. Every value from the data goes through `md_text`: a job title or a name can hold
+    Markdown or HTML, and notes.md is opened in viewers that render both."""
+    lines = [f"### Lead {md_text(note['lead_id'])}: score {note['score']} ({note['decision']})", "",
+             f"**Who:** {md_text(note['who'])}"]
     if note.get("contact"):
-        lines.append("**Contact:** " + ", ".join(str(v) for v in note["contact"].values() if v is not None))
+        lines.append("**Contact:** " + ", ".join(md_text(v) for v in note["contact"].values() if v is not None))
     lines += ["", "**Why now:**"]
-    lines += [f"- {r['text']} ({_points(r['points'])} pts)" for r in note["reasons"]]
+    lines += [f"- {md_text(r['text'])} ({_points(r['points'])} pts)" for r in note["reasons"]]
     if not note["reasons"]:
         lines.append(f"- {NO_REASON[0].upper()}{NO_REASON[1:]}")
     if note.get("against"):
-        lines.append(f"- Against: {note['against']['text']} ({_points(note['against']['points'])} pts)")
-    lines += ["", f"**Urgency:** {note['urgency']['text']}", f"**What happened:** {note['what_happened']}", ""]
+        lines.append(f"- Against: {md_text(note['against']['text'])} ({_points(note['against']['points'])} pts)")
+    lines += ["", f"**Urgency:** {md_text(note['urgency']['text'])}",
+              f"**What happened:** {md_text(note['what_happened'])}", ""]
     return "\n".join(lines)
 
 
@@ -160,4 +177,4 @@ def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
     return row
 
 
-__all__ = ["SQL", "build_notes", "explain_rows", "note_columns", "note_markdown", "note_row"]
+__all__ = ["SQL", "build_notes", "explain_rows", "md_text", "note_columns", "note_markdown", "note_row"]

@@ -233,11 +233,13 @@ def strongest_against(points_row: np.ndarray, chosen: Sequence[int], *, min_poin
 
 
 def _num(v: Any) -> float:
-    return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+    return 0.0 if _is_missing(v) else float(v)
 
 
 def _is_missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """None, NaN and infinities: no sentence can state them (the contract quarantines infinities before notes, and
+    this keeps note text safe for any value that gets here)."""
+    return v is None or (isinstance(v, float | np.floating) and not math.isfinite(v))
 
 
 def _holds(condition: str, values: Mapping[str, Any]) -> bool:
@@ -268,9 +270,11 @@ def _holds(condition: str, values: Mapping[str, Any]) -> bool:
 
 
 def _fmt(v: Any) -> str:
+    """A value as a note states it: whole numbers without decimals, small ones with one; never raises."""
     if _is_missing(v):
         return "unknown"
-    if isinstance(v, float):
+    if isinstance(v, float | np.floating):
+        v = float(v)
         return str(int(round(v))) if abs(v - round(v)) < 1e-9 or abs(v) >= 10 else f"{v:.1f}"
     return str(v)
 

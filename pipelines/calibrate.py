@@ -4,9 +4,12 @@ The calibrator is fitted on the held-out valid margins written by `train` (from 
 see valid), so it stays honest when the final model was refit on train + valid. The method (none, sigmoid or
 isotonic) is chosen by cross-fitted log loss on valid, and only held-out figures are reported.
 
+Calibrate completes the bundle (model, scorer, feature spec, calibrator, threshold), so it also seals it:
+`manifest.json` beside them holds the sha256 of every bundle file, which every loader checks before parsing anything.
+
 Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --model ... --scorer ... --spec ...
---calibrator ... --threshold ... --train-run ... --valid-margins ... --run ...`); params from the `calibrate` section
-and `base`.
+--calibrator ... --threshold ... --train-run ... --valid-margins ... --run ... --manifest ...`); params from the
+`calibrate` section and `base`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import polars as pl
 
 from features.schema import LEGACY_SCORE, T0, has_legacy_score
 from features.spec import to_matrix
-from models.bundle import Scorer, scorer_from_dict
+from models.bundle import MANIFEST, Scorer, scorer_from_dict
 from models.calibration import choose_calibrator, percentile_reference, to_score
 from models.threshold import (
     LEGACY_CUTOFFS,
@@ -31,8 +34,8 @@ from models.threshold import (
     threshold_score,
 )
 from pipelines import tracking
-from pipelines.bundle import load_booster
-from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_json
+from pipelines.bundle import load_booster, write_manifest
+from pipelines.io import BadInput, exit_codes, load_params, read_frame, read_json, stage_args, write_json
 
 
 def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndarray:
@@ -118,13 +121,16 @@ def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: di
 @exit_codes
 def main(argv: list[str] | None = None) -> None:
     args = stage_args(argv, __doc__, "features", "model", "scorer", "spec", "calibrator", "threshold", "train-run",
-                      "valid-margins", "run")
+                      "valid-margins", "run", "manifest")
+    if args.manifest.name != MANIFEST:
+        raise BadInput(args.manifest, f"the bundle manifest must be named {MANIFEST} (loaders look for that name)")
     params = load_params("calibrate", args.params)
     frame = read_frame(args.features)
     scorer = scorer_from_dict(read_json(args.scorer), load_booster(args.model))
     calib, threshold = run(frame, scorer, read_json(args.spec), params, read_frame(args.valid_margins))
     write_json(args.calibrator, calib)
     write_json(args.threshold, threshold)
+    write_manifest(args.manifest.parent)  # calibrate completes the bundle: seal it
     run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))
     write_json(args.run, run_info)
     print(calibrate_summary(calib, threshold))

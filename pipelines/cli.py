@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import datetime
+from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -12,7 +13,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from pipelines.io import PARAMS_FILE, BadInput, exit_codes, load_params
+from models.threshold import POLICIES
+from pipelines.io import PARAMS_FILE, BadInput, exit_codes, load_params, safe_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)
@@ -31,10 +33,15 @@ def exits_cleanly(fn: F) -> F:
         except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
             raise
         except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
-            print(f"failed: {type(e).__name__}: {e}", file=sys.stderr)
+            print(f"failed: {type(e).__name__}: {safe_message(e)}", file=sys.stderr)
             raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: `leadlift threshold --policy`: a choice, so a typo is a usage error (exit 2) listing the policies.
+Policy = Enum("Policy", {name: name for name in POLICIES}, type=str)  # type: ignore[misc]
+ENCODING_HELP = "Text encoding of CSV input (e.g. utf8, cp1252, latin-1); default: detected (UTF-8, else cp1252)."
 
 
 @app.command()
@@ -67,13 +74,14 @@ def validate(
     events: Annotated[Path | None, typer.Option(help="Events file.")] = None,
     outcomes: Annotated[Path | None, typer.Option(help="Outcomes file.")] = None,
     source: Annotated[Path | None, typer.Option(help="Source mapping YAML for a non-canonical export.")] = None,
+    encoding: Annotated[str | None, typer.Option(help=ENCODING_HELP)] = None,
 ) -> None:
     """Check an export against the data contract and print a readable report; exit 2 on file-level problems.
     With --source, every table the mapping names is checked, from the mapping's paths unless a file is given."""
     from pipelines.ingest import print_report
     from pipelines.ingest import validate as run_validate
 
-    report = run_validate(leads, events, outcomes, source)
+    report = run_validate(leads, events, outcomes, source, encoding=encoding)
     print_report(report)
     if report.get("over_max_quarantine_share"):
         raise typer.Exit(2)
@@ -97,15 +105,23 @@ def score(
         help="Source mapping: --leads and --events are a raw export, mapped by its leads and events sections.")] = None,
     event_source: Annotated[list[str] | None, typer.Option(
         help="NAME=PATH: the file of one event source of a mapping with several (repeatable).")] = None,
+    encoding: Annotated[str | None, typer.Option(help=ENCODING_HELP)] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", help="Score even when model inputs are missing far more often than in training.")] = False,
+    max_missing_share: Annotated[float, typer.Option(
+        help="Refuse a batch whose model input is missing (or unseen) this much more often than in training.")] = 0.5,
+    max_quarantine_share: Annotated[float, typer.Option(
+        help="Refuse a batch when more than this share of its leads would be quarantined.")] = 0.5,
 ) -> None:
-    """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL."""
-    from pipelines.score import score_file
+    """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL. Writes
+    the scores, the quarantine and a score report (<out stem>.report.json) together, or none of them."""
+    from pipelines.score import score_file, summary_line
 
     report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,
                         chunk_size=chunk_size, console=console, mapping=source,
-                        event_sources=_name_paths(event_source))
-    console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}; "
-                  f"{report['sql']} SQL -> {out}")
+                        event_sources=_name_paths(event_source), encoding=encoding, allow_missing=allow_missing,
+                        max_missing_share=max_missing_share, max_quarantine_share=max_quarantine_share)
+    console.print(f"{summary_line(report)} -> {out}", highlight=False)
 
 
 def _name_paths(items: list[str] | None) -> dict[str, Path] | None:
@@ -124,9 +140,7 @@ def _name_paths(items: list[str] | None) -> dict[str, Path] | None:
 @app.command()
 @exits_cleanly
 def threshold(
-    policy: Annotated[
-        str, typer.Option(help="expected_value | capacity | precision_target | recall_target | legacy_volume")
-    ],
+    policy: Annotated[Policy, typer.Option(help="The threshold policy to try.")],
     model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI.")] = "data/artifacts",
     features: Annotated[Path, typer.Option(help="Features with splits (from featurize).")] = Path(
         "data/features/features.parquet"
@@ -145,7 +159,7 @@ def threshold(
         "value_per_conversion": value_per_conversion, "cost_per_handoff": cost_per_handoff, "reps": reps,
         "leads_per_rep_per_week": leads_per_rep_per_week, "precision_target": precision_target,
         "recall_target": recall_target}.items() if v is not None}
-    print_table(what_if(model, features, policy=policy, overrides=overrides))
+    print_table(what_if(model, features, policy=policy.value, overrides=overrides))
 
 
 @app.command()
@@ -156,11 +170,12 @@ def explain(
     as_of: Annotated[datetime | None, typer.Option(help="Decision time (UTC).")] = None,
     lead_id: Annotated[list[str] | None, typer.Option(help="Only these leads (repeatable).")] = None,
     model: Annotated[str, typer.Option(help="Bundle folder or MLflow URI.")] = "data/artifacts",
+    encoding: Annotated[str | None, typer.Option(help=ENCODING_HELP)] = None,
 ) -> None:
     """Print the handoff note (reasons, who, urgency, activity) for leads, SQL or not."""
     from pipelines.score import explain_file
 
-    for text in explain_file(leads, events=events, as_of=as_of, lead_ids=lead_id, model=model):
+    for text in explain_file(leads, events=events, as_of=as_of, lead_ids=lead_id, model=model, encoding=encoding):
         typer.echo(text)
 
 
@@ -190,9 +205,12 @@ def run_source(
 def source_params(source: Annotated[Path, typer.Argument(help="Source mapping YAML (sources/*.yaml).")]) -> None:
     """Print the `-S` flags that run the DVC pipeline on SOURCE with the mapping's own `params:` overrides:
     dvc exp run $(leadlift source-params sources/mine.yaml). DVC reads only params.yaml; this makes the overrides
-    explicit, so `dvc exp show` lists what was actually used."""
+    explicit, so `dvc exp show` lists what was actually used. The mapping is checked as `validate` checks it (keys,
+    files, the columns it names) first: a broken mapping exits 2 instead of starting a pipeline run."""
+    from pipelines.ingest import check_mapping
     from pipelines.realdata import source_flags
 
+    check_mapping(source)
     typer.echo(" ".join(source_flags(source)))
     console.print("note: `dvc exp run -S` writes these values into params.yaml in the workspace (DVC's convention: "
                   "the experiment's params live there); `dvc exp show` lists them, `git checkout params.yaml` undoes")

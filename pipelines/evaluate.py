@@ -23,7 +23,7 @@ from features.schema import GROUPS, LEAD_ID, T0, has_legacy_score
 from features.spec import feature_names, to_matrix
 from models import metrics as M
 from models.baseline import LinearBaseline
-from models.bundle import BLEND, BUNDLE_FILES, LIGHTGBM, LOGISTIC, SQL, Bundle, GbmScorer
+from models.bundle import BLEND, LIGHTGBM, LOGISTIC, SQL, Bundle, GbmScorer, bundle_file_names
 from models.choice import blend_margin
 from models.threshold import (
     DEFAULT_COST_PER_HANDOFF,
@@ -33,8 +33,8 @@ from models.threshold import (
     sweep,
 )
 from pipelines import plots, tracking
-from pipelines.bundle import load_bundle
-from pipelines.io import exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_json
+from pipelines.bundle import load_bundle, write_manifest
+from pipelines.io import BadInput, exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_json
 
 SHAP_SAMPLE = 2000
 
@@ -211,6 +211,20 @@ def handoff_lines(metrics: dict[str, Any], calib_params: dict[str, Any], *, synt
     return lines
 
 
+def read_notes(path: Path) -> list[dict[str, Any]]:
+    """The handoff notes explain wrote (JSON lines); missing or broken is bad input naming the file and line."""
+    if not path.is_file():
+        raise BadInput(path, "not found (run the explain stage first: dvc repro)")
+    notes = []
+    for i, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                notes.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise BadInput(path, "not valid JSON lines", row=i) from None
+    return notes
+
+
 def champion_auc_on(test: pl.DataFrame, name: str = tracking.MODEL_NAME) -> float | None:
     """The current champion's AUC on *this* test split, so the gate compares like with like (only models registered
     under the same name, i.e. trained on the same source, are ever compared)."""
@@ -221,7 +235,7 @@ def champion_auc_on(test: pl.DataFrame, name: str = tracking.MODEL_NAME) -> floa
         MlflowClient().get_model_version_by_alias(name, tracking.CHAMPION)
         champion = load_bundle(f"models:/{name}@{tracking.CHAMPION}")
         X = to_matrix(test, champion.spec)
-    except (MlflowException, ValueError, KeyError):
+    except (MlflowException, ValueError, KeyError, BadInput):
         return None
     return M.auc(test["label"].to_numpy(), champion.margin(X))
 
@@ -260,9 +274,9 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
     with tempfile.TemporaryDirectory() as tmp:
         packed = Path(tmp) / "bundle"
         packed.mkdir()
-        for name in BUNDLE_FILES.values():
-            if (bundle_dir / name).exists():
-                shutil.copy(bundle_dir / name, packed / name)
+        for name in bundle_file_names({p.name for p in bundle_dir.iterdir()}):
+            shutil.copy(bundle_dir / name, packed / name)
+        write_manifest(packed)  # the logged bundle is checked like a folder one when it is loaded back
         with mlflow.start_run(run_id=calib_run["run_id"]):
             mlflow.log_metrics(
                 tracking.numeric_metrics({"decision": metrics["decision"], "legacy": metrics.get("legacy", {})})
@@ -307,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate_frame(test, bundle, baseline, calib_params, truth)
     metrics["source"] = source.get("name")
     metrics["calibration_choice"] = read_json(args.bundle / "calibrator.json").get("choice")
-    notes = [json.loads(line) for line in args.notes.read_text().splitlines() if line.strip()]
+    notes = read_notes(args.notes)
     metrics["explain"] = {
         "notes": len(notes),
         "sql_in_test": int((bundle.decide(bundle.probability(to_matrix(test, bundle.spec))) == SQL).sum()),

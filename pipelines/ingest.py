@@ -19,9 +19,11 @@ time order (not grouped by lead) make the lead lookup cache-unfriendly: see benc
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,17 @@ from features.mapping import (
     sections,
 )
 from features.schema import CONVERTED_AT, CREATED_AT, OCCURRED_AT
-from pipelines.io import BadInput, atomic_path, exit_codes, load_params, stage_args, write_frame, write_json
+from pipelines.io import (
+    BadInput,
+    atomic_path,
+    csv_safe,
+    exit_codes,
+    load_params,
+    safe_message,
+    stage_args,
+    write_frame,
+    write_json,
+)
 
 DEFAULT_MAX_QUARANTINE_SHARE = 0.5
 QUARANTINE_SAMPLE = 20
@@ -51,30 +63,41 @@ QUARANTINE_SAMPLE = 20
 # ---------------------------------------------------------------- reading
 
 
-def read_table(spec: ReadSpec, *, root: Path | None = None) -> pl.LazyFrame:
-    """Scan one file as the mapping says (CSV types inferred from the whole file unless told otherwise)."""
+def read_table(spec: ReadSpec, *, root: Path | None = None, facts: dict[str, Any] | None = None) -> pl.LazyFrame:
+    """Scan one file as the mapping says (CSV types inferred from the whole file unless told otherwise).
+
+    A CSV's encoding and separator are detected when the mapping does not state them (UTF-8 when the whole file
+    decodes as UTF-8, else Windows-1252; the separator among , ; tab | that splits the first lines consistently). One
+    pass over every record finds rows with more or fewer fields than the header: they get a reason (the contract
+    quarantines them with their row number) instead of failing the file. Quoting that never closes is a file-level
+    problem. `facts`, when given, receives what was detected (encoding, separator, ragged rows)."""
     path = _resolve(spec.path, root)
     if not path.is_file():
         raise BadInput(path, f"file not found (the {spec.table} path of the source mapping, relative to "
                              f"{root or Path.cwd()})")
     if path.stat().st_size == 0:
         raise BadInput(path, "empty file: no header and no rows")
-    with _polars_errors(path):
-        if spec.format == "parquet":
+    if spec.format == "parquet":
+        with _polars_errors(path):
             frame = pl.scan_parquet(path)
             frame.collect_schema()
-            return frame
-        options: dict[str, Any] = {
-            "separator": spec.separator, "quote_char": spec.quote, "null_values": list(spec.null_values) or None,
-            "infer_schema_length": spec.infer_schema_length, "schema_overrides": spec.schema_overrides,
-        }  # fmt: skip
+        return frame
+    spec, ragged = _csv_structure(path, spec)
+    if facts is not None:
+        facts.update(encoding=spec.encoding, separator=spec.separator, ragged_rows=len(ragged))
+    options: dict[str, Any] = {
+        "separator": spec.separator, "quote_char": spec.quote, "null_values": list(spec.null_values) or None,
+        "infer_schema_length": spec.infer_schema_length, "schema_overrides": spec.schema_overrides,
+        "truncate_ragged_lines": True,
+    }  # fmt: skip
+    with _polars_errors(path):
         if spec.encoding in ("utf8", "utf8-lossy"):
             frame = pl.scan_csv(path, encoding=spec.encoding, **options)  # type: ignore[arg-type]
         else:  # polars reads UTF-8 only: transcode other encodings in memory
-            frame = pl.read_csv(path.read_bytes().decode(spec.encoding).encode("utf8"), **options).lazy()
+            frame = pl.read_csv(path.read_bytes().decode(str(spec.encoding)).encode("utf8"), **options).lazy()
         names = frame.collect_schema().names()
-    if spec.format == "csv":
-        _check_structure(frame, path, spec)
+        if ragged:
+            frame = _mark_ragged(frame, ragged, path)
     missing = [c for c in (spec.schema_overrides or {}) if c not in names]
     if missing and len(names) > 1:
         raise BadInput(path, f"the mapping's schema names a column the file does not have; it has {names}",
@@ -82,27 +105,92 @@ def read_table(spec: ReadSpec, *, root: Path | None = None) -> pl.LazyFrame:
     return frame
 
 
-def _check_structure(frame: pl.LazyFrame, path: Path, spec: ReadSpec) -> None:
-    """One cheap pass over every field of a CSV: a row with more fields than the header is a file-level problem
-    (almost always broken quoting or the wrong separator). A query that reads only some columns would not see it."""
+#: Separators a CSV is sniffed for, in order of preference on a tie.
+SEPARATORS = (",", ";", "\t", "|")
+#: Encoding of a CSV that is not UTF-8: Windows-1252, the superset of Latin-1 that spreadsheet exports use.
+FALLBACK_ENCODING = "cp1252"
+_SNIFF_BYTES = 1 << 16
+_SNIFF_ROWS = 20
+
+
+def sniff_separator(sample: str, quote: str | None = '"') -> str:
+    """The separator that splits the header into the most fields and the next rows into as many (',' when none
+    splits the header at all). `sample` is the start of the file; its last, possibly cut, line is ignored."""
+    lines = sample.splitlines(keepends=True)
+    text = "".join(lines[:-1]) if len(lines) > 1 and not lines[-1].endswith(("\n", "\r")) else sample
+    best, best_key = ",", (0, 1)
+    for sep in SEPARATORS:
+        rows = list(itertools.islice(_csv_reader(io.StringIO(text, newline=""), sep, quote, strict=False),
+                                     _SNIFF_ROWS))
+        if not rows or len(rows[0]) < 2:
+            continue
+        key = (sum(len(r) == len(rows[0]) for r in rows[1:]), len(rows[0]))
+        if key > best_key:
+            best, best_key = sep, key
+    return best
+
+
+def _csv_structure(path: Path, spec: ReadSpec) -> tuple[ReadSpec, dict[int, str]]:
+    """(spec with encoding and separator resolved, {data row: reason} for rows whose field count differs from the
+    header's). One pass over every record with Python's csv reader (about 100 MB/s), which also refuses quoting
+    polars would read as one endless field."""
+    encodings = [spec.encoding] if spec.encoding else ["utf8", FALLBACK_ENCODING, "latin-1"]
+    for i, encoding in enumerate(encodings):
+        python_encoding = {"utf8": "utf-8-sig", "utf8-lossy": "utf-8-sig"}.get(encoding, encoding)
+        errors = "replace" if encoding == "utf8-lossy" else "strict"
+        try:
+            with path.open(encoding=python_encoding, errors=errors, newline="") as fh:
+                separator = spec.separator or sniff_separator(fh.read(_SNIFF_BYTES), spec.quote)
+                fh.seek(0)
+                ragged = _ragged_rows(_csv_reader(fh, separator, spec.quote, strict=True), path)
+        except UnicodeDecodeError as e:
+            if i + 1 < len(encodings):
+                continue
+            raise BadInput(path, f"not {encoding} text (byte {e.start} cannot be decoded); set the encoding "
+                                 "(csv.encoding in the source mapping, or --encoding)") from None
+        return replace(spec, encoding=encoding, separator=separator), ragged
+    raise AssertionError("unreachable")
+
+
+def _csv_reader(fh: Any, separator: str, quote: str | None, *, strict: bool) -> Any:
+    if quote is None:
+        return csv.reader(fh, delimiter=separator, quoting=csv.QUOTE_NONE, strict=strict)
+    return csv.reader(fh, delimiter=separator, quotechar=quote, strict=strict)
+
+
+def _ragged_rows(reader: Any, path: Path) -> dict[int, str]:
+    width: int | None = None
+    ragged: dict[int, str] = {}
+    row = 0
     try:
-        frame.select(pl.all().null_count()).collect()
-    except pl.exceptions.ComputeError as e:
-        row = _first_ragged_row(path, spec)
-        where = f"data row {row} has more fields than the header" if row else str(e).strip().splitlines()[0]
-        raise BadInput(path, f"cannot be read: {where}; check quoting and csv.separator", row=row) from None
+        for row, fields in enumerate(reader):
+            if width is None:
+                width = len(fields)
+            elif len(fields) != width:
+                ragged[row] = C.MORE_FIELDS if len(fields) > width else C.FEWER_FIELDS
+    except csv.Error as e:
+        what = ("a quoted field is never closed" if "end of data" in str(e) else
+                "a quote inside a field is not doubled or not followed by the separator")
+        raise BadInput(path, f"cannot be read: {what} (from data row {row + 1} on); check the quoting and the "
+                             "separator", row=row + 1) from None
+    return ragged
 
 
-def _first_ragged_row(path: Path, spec: ReadSpec) -> int | None:
-    """The first data row (1-based) with more fields than the header, for the error message."""
-    encoding = "utf-8" if spec.encoding in ("utf8", "utf8-lossy") else spec.encoding
-    with path.open(newline="", encoding=encoding, errors="replace") as fh:
-        reader = csv.reader(fh, delimiter=spec.separator, quotechar=spec.quote or '"')
-        width = len(next(reader, []))
-        for i, fields in enumerate(reader, start=1):
-            if len(fields) > width:
-                return i
-    return None
+def _mark_ragged(frame: pl.LazyFrame, ragged: dict[int, str], path: Path) -> pl.LazyFrame:
+    """Give ragged rows their reason, by data row; the reader and polars must agree on the rows to number them."""
+    rows = frame.select(pl.len()).collect().item()
+    last = max(ragged)
+    if last > rows:
+        raise BadInput(path, f"cannot be read consistently: polars sees {rows} data rows, the CSV reader at least "
+                             f"{last}; check the line endings and the quoting", row=last)
+    table = pl.DataFrame({C.ROW: list(ragged), "_ragged": list(ragged.values())},
+                         schema={C.ROW: pl.UInt32, "_ragged": pl.String}).lazy()
+    return (
+        frame.with_row_index(C.ROW, offset=1)
+        .join(table, on=C.ROW, how="left", maintain_order="left")
+        .rename({"_ragged": C.REASON})
+        .with_columns(pl.lit(None, dtype=pl.String).alias(C.REASON_COLUMN))
+    )
 
 
 # ---------------------------------------------------------------- checking
@@ -135,17 +223,21 @@ def check(
     root: Path | None = None,
     max_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
     now: datetime | None = None,
+    encoding: str | None = None,
 ) -> Ingested:
     """Read, map and check every table; raise BadInput on a file-level problem. `paths` override the mapping's, by
-    section key (leads, events or events:<name>, outcomes).
+    section key (leads, events or events:<name>, outcomes), and `encoding` the encoding of the files they give.
 
     The leads are collected (one row per lead); events and outcomes get one streaming pass for their facts here.
     """
     paths = dict(paths or {})
     keys = list(sections(mapping))
     specs = {t: read_spec(mapping, t, path=str(paths[t]) if t in paths else None) for t in keys}
+    if encoding:
+        specs = {t: replace(spec, encoding=encoding) if t in paths else spec for t, spec in specs.items()}
     files = {t: str(_resolve(specs[t].path, root)) for t in keys}
-    frames = {t: read_table(specs[t], root=root) for t in keys}
+    read: dict[str, dict[str, Any]] = {t: {} for t in keys}
+    frames = {t: read_table(specs[t], root=root, facts=read[t]) for t in keys}
     with _located(files.get("leads", "leads")), _polars_errors(Path(files["leads"])):
         mapped = apply_mapping(mapping, frames, files=files)
     sources = [spec["key"] for spec in mapping.get("events") or []]
@@ -191,7 +283,7 @@ def check(
         table_facts["skipped"] = {k: n for k, n in skipped.items() if k == table or k.startswith(f"{table}:")}
     newest = [f["max_timestamp"] for f in facts.values() if f.get("max_timestamp") is not None]
     source = finalize(mapped.source, newest=max(newest) if newest else None)
-    report = _report(mapping, mapped, files, facts, max_share, source)
+    report = _report(mapping, mapped, files, facts, max_share, source, read)
     return Ingested(mapping, mapped, files, checked, facts, source, report)
 
 
@@ -205,7 +297,8 @@ def _per_source(chk: C.Checked) -> dict[str, dict[str, int]]:
 
 
 def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str],
-            facts: Mapping[str, Mapping[str, Any]], max_share: float, source: Mapping[str, Any]) -> dict[str, Any]:
+            facts: Mapping[str, Mapping[str, Any]], max_share: float, source: Mapping[str, Any],
+            read: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "source": mapping["name"], "max_quarantine_share": max_share, "snapshot_at": source["snapshot_at"],
         "has_events": source["has_events"], "has_outcome_times": source["has_outcome_times"],
@@ -222,6 +315,12 @@ def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str]
                 entry["sources"] = table_facts["sources"]
         # Rows a mapping's `filter` skipped are not rows of the table: counted here, never quarantined.
         entry["skipped_by_filter"] = {k.partition(":")[2] or k: n for k, n in table_facts["skipped"].items()}
+        reads = {k: v for k, v in (read or {}).items() if v and (k == table or k.startswith(f"{table}:"))}
+        if table in reads:
+            entry["read"] = {k: reads[table].get(k) for k in ("encoding", "separator")}
+        elif reads:  # several event sources: how each file was read
+            entry["read"] = {k.partition(":")[2]: {f: v.get(f) for f in ("encoding", "separator")}
+                             for k, v in reads.items()}
         report[table] = entry
     if "events" not in report:
         report["events"] = {"rows_in": 0, "rows_out": 0, "quarantined": 0, "by_reason": {}, "other_event_types": 0,
@@ -250,7 +349,7 @@ def run(
     out_dir = Path(out_dir)
     summary = result.report
     with atomic_path(out_dir / "quarantine.csv") as tmp, _polars_errors(Path(result.files["leads"])):
-        result.quarantine().sink_csv(tmp)
+        csv_safe(result.quarantine()).sink_csv(tmp)
     for line in reconciliation_lines(summary):
         echo(line)
     if summary["over_max_quarantine_share"]:
@@ -285,6 +384,7 @@ def validate(
     *,
     params: Mapping[str, Any] | None = None,
     root: Path | None = None,
+    encoding: str | None = None,
 ) -> dict[str, Any]:
     """Run every ingest check on files without writing anything; return the report (with a sample of bad rows).
 
@@ -303,14 +403,15 @@ def validate(
     else:
         if leads is None:
             raise BadInput(None, "give --leads (or --source, a mapping that names the files)")
-        cols = read_table(read_spec(canonical_mapping(leads=[]), "leads", path=str(leads)), root=root)
+        cols = read_table(canonical_spec("leads", leads, encoding=encoding), root=root)
         out_cols = None
         if outcomes is not None:
-            out_spec = read_spec(canonical_mapping(leads=[], outcomes=[]), "outcomes", path=str(outcomes))
-            out_cols = read_table(out_spec, root=root).collect_schema().names()
-        mapping = canonical_mapping(leads=cols.collect_schema().names(), events=events is not None, outcomes=out_cols)
+            out_cols = read_table(canonical_spec("outcomes", outcomes, encoding=encoding),
+                                  root=root).collect_schema().names()
+        mapping = canonical_mapping(leads=[c for c in cols.collect_schema().names() if c not in _INTERNAL],
+                                    events=events is not None, outcomes=out_cols)
         paths = {t: p for t, p in (("leads", leads), ("events", events), ("outcomes", outcomes)) if p is not None}
-    result = check(mapping, paths=paths, root=root, max_share=_max_share(params))
+    result = check(mapping, paths=paths, root=root, max_share=_max_share(params), encoding=encoding)
     report = dict(result.report)
     report["quarantine_sample"] = result.quarantine().head(QUARANTINE_SAMPLE).collect().to_dicts()
     report["mapping"] = str(source) if source else None
@@ -351,7 +452,7 @@ class MappedBatch:
 
 def map_batch(source: Path, *, leads: Path, events: Path | None = None,
               event_sources: Mapping[str, Path] | None = None, root: Path | None = None,
-              now: datetime | None = None) -> MappedBatch:
+              now: datetime | None = None, encoding: str | None = None) -> MappedBatch:
     """Apply a mapping to a raw export of new leads, as ingest does (same steps, same reasons), without a target.
 
     Only the event sources given are read; with none, the batch has no events. Rows in = clean + quarantined per
@@ -364,13 +465,33 @@ def map_batch(source: Path, *, leads: Path, events: Path | None = None,
     paths = _override_paths(mapping, source, leads=leads, events=events, event_sources=event_sources)
     given = [s for s in mapping.get("events") or [] if s["key"] in paths]
     mapping["events"] = given or None
-    result = check(mapping, paths=paths, root=root, max_share=1.0, now=now)
+    result = check(mapping, paths=paths, root=root, max_share=1.0, now=now, encoding=encoding)
     with _polars_errors(Path(leads)):
         # Leads keep their file row, so later checks (created after the as-of time) still point into the file.
         clean = {t: chk.annotated.filter(pl.col(C.REASON).is_null()).select(
             *([C.ROW] if t == "leads" else []), *chk.columns).collect() for t, chk in result.tables.items()}
         bad = result.quarantine().collect()
     return MappedBatch(clean["leads"], clean.get("events"), bad, result.report)
+
+
+def canonical_spec(table: str, path: str | Path, *, encoding: str | None = None) -> ReadSpec:
+    """How a file already in canonical form is read, by `validate` without a mapping and by `score`: the same reader
+    as ingest (encoding and separator detected unless given, ragged rows marked), CSV cells as text."""
+    mapping = canonical_mapping(leads=[], events=table == "events", outcomes=[] if table == "outcomes" else None)
+    spec = read_spec(mapping, table, path=str(path))
+    return replace(spec, encoding=encoding) if encoding else spec
+
+
+def check_mapping(source: Path, *, root: Path | None = None) -> dict[str, Any]:
+    """A mapping checked as `validate` checks it, short of the rows: its keys, its files, and every column it names
+    (read from the files' headers and schemas). Raises BadInput naming the mapping or the file; returns the mapping."""
+    mapping = _load(source)
+    specs = {key: read_spec(mapping, key) for key in sections(mapping)}
+    files = {key: str(_resolve(spec.path, root)) for key, spec in specs.items()}
+    frames = {key: read_table(spec, root=root) for key, spec in specs.items()}
+    with _located(files.get("leads", str(source))), _polars_errors(Path(files.get("leads", str(source)))):
+        apply_mapping(mapping, frames, files=files)
+    return mapping
 
 
 def reconciliation_lines(report: Mapping[str, Any]) -> list[str]:
@@ -413,6 +534,12 @@ def print_report(report: Mapping[str, Any], *, console: Any | None = None) -> No
         table.add_row(name, str(t["file"]), f"{t['rows_in']:,}", f"{t['rows_out']:,}", f"{t['quarantined']:,}",
                       f"[red]{share}[/]" if name in over else share, reasons)
     console.print(table)
+    for name in C.TABLES:
+        read = (report.get(name) or {}).get("read") or {}
+        # one file's facts, or (several event sources) one entry per source
+        for label, facts in ([(name, read)] if "encoding" in read else [(f"{name} {k}", v) for k, v in read.items()]):
+            sep = {"\t": "tab"}.get(facts.get("separator"), repr(facts.get("separator")))
+            console.print(f"{label}: read as {facts.get('encoding')} text separated by {sep}")
     events = report.get("events") or {}
     if events.get("other_event_types"):
         names = ", ".join(f"{k} ({v})" for k, v in (events.get("other_event_names") or {}).items())
@@ -472,6 +599,9 @@ def _max_share(params: Mapping[str, Any] | None) -> float:
     return float(section.get("max_quarantine_share", DEFAULT_MAX_QUARANTINE_SHARE))
 
 
+_INTERNAL = (C.ROW, C.REASON, C.REASON_COLUMN)
+
+
 def _resolve(path: str | Path, root: Path | None) -> Path:
     p = Path(path)
     return p if p.is_absolute() or root is None else root / p
@@ -504,8 +634,7 @@ def _polars_errors(file: Path) -> Iterator[None]:
         yield
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError,
             pl.exceptions.InvalidOperationError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(file, f"cannot be read: {first}") from None
+        raise BadInput(file, f"cannot be read: {safe_message(e)}") from None
 
 
 if __name__ == "__main__":

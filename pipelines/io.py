@@ -6,8 +6,11 @@ import argparse
 import functools
 import json
 import os
+import re
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,10 +21,16 @@ import yaml
 
 from features.errors import BadInput
 
-__all__ = ["BadInput", "atomic_path", "exit_codes", "load_params", "read_frame", "read_json", "stage_args",
-           "write_frame", "write_json", "write_text"]
+__all__ = ["BadInput", "atomic_path", "atomic_paths", "csv_safe", "exit_codes", "frame_writer", "json_text",
+           "load_params", "read_frame", "read_json", "safe_message", "stage_args", "write_frame", "write_json",
+           "write_text"]
 
 PARAMS_FILE = Path("params.yaml")
+#: Temporary files end with this, and carry their writer's pid: `.<name>.<pid>.<random>.leadlift-tmp`, so a later run
+#: can tell a stale one (its writer was killed) from a live one (another writer is still at work) and remove only it.
+TEMP_SUFFIX = ".leadlift-tmp"
+#: A text cell starting with one of these is a formula to a spreadsheet (OWASP: CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
@@ -71,19 +80,108 @@ def stage_args(argv: list[str] | None, doc: str | None, *paths: str) -> argparse
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
+    """One transaction for several outputs: a temporary path beside each; they replace their targets only when the
+    whole block succeeds (in the order given, so put the file consumers wait for last), and none is replaced
+    otherwise. Temporaries are removed on any exception and on SIGTERM; ones left by a killed earlier run (SIGKILL
+    leaves no chance to clean) are removed when a later run writes the same target."""
+    targets = [Path(p) for p in paths]
+    temps: list[Path] = []
+    with _removed_on_sigterm(temps):
+        try:
+            for target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(target)
+                temps.append(_temp_beside(target))
+            yield tuple(temps)
+            for tmp, target in zip(temps, targets, strict=True):
+                os.replace(tmp, target)
+        finally:
+            for tmp in temps:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+
+
+def _temp_beside(target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; outputs should look like any other file
+    return Path(tmp)
+
+
+def remove_stale_temps(target: str | Path) -> list[Path]:
+    """Remove temporaries of `target` whose writer is no longer running (killed mid-write); return them."""
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
     try:
-        yield Path(tmp)
-        os.replace(tmp, target)
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        pid = name[len(prefix):-len(TEMP_SUFFIX)].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            try:
+                os.remove(target.parent / name)
+                removed.append(target.parent / name)
+            except FileNotFoundError:
+                pass  # another run removed it first
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+#: Temporary files of the transactions running in this process, removed by the SIGTERM handler.
+_LIVE_TEMPS: list[list[Path]] = []
+
+
+@contextmanager
+def _removed_on_sigterm(temps: list[Path]) -> Iterator[None]:
+    """While a transaction runs, SIGTERM removes its temporary files and ends the process (exit 143). The handler
+    does not raise: an exception raised from a signal handler lands in whatever Python code runs at that moment,
+    which can be a callback inside polars, where it aborts the process instead of unwinding. Signal handlers belong
+    to the main thread; elsewhere only the `finally` cleanup applies."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _LIVE_TEMPS.append(temps)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if len(_LIVE_TEMPS) == 1 else None
+    try:
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        del _LIVE_TEMPS[next(i for i, t in enumerate(_LIVE_TEMPS) if t is temps)]
+        if not _LIVE_TEMPS:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    for temps in _LIVE_TEMPS:
+        for tmp in temps:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+    os.write(2, b"terminated: no output was replaced; temporary files removed\n")
+    os._exit(128 + signum)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -93,7 +191,11 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON with sorted keys and a trailing newline, so identical content gives identical bytes."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    write_text(path, json_text(obj))
+
+
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
 
 
 def read_json(path: str | Path) -> Any:
@@ -120,18 +222,46 @@ def read_frame(path: str | Path) -> pl.DataFrame:
 
 def write_frame(df: pl.DataFrame, path: str | Path) -> None:
     """Write Parquet or CSV, chosen by the extension, atomically."""
-    writer = _writer_for(Path(path))
+    writer = frame_writer(Path(path))
     with atomic_path(path) as tmp:
         writer(df, tmp)
 
 
-def _writer_for(path: Path) -> Callable[[pl.DataFrame, Path], None]:
+def frame_writer(path: Path) -> Callable[[pl.DataFrame, Path], None]:
+    """The writer for `path`'s extension (Parquet, or CSV with cells made safe for spreadsheets); call it with the
+    frame and the path to write, e.g. a temporary one from `atomic_paths`."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return lambda df, p: df.write_parquet(p, statistics=True)
     if suffix == ".csv":
-        return lambda df, p: df.write_csv(p)
+        return lambda df, p: csv_safe(df).write_csv(p)
     raise BadInput(path, f"unsupported output extension {suffix!r}; expected .parquet or .csv")
+
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
+
+
+def csv_safe(frame: FrameT) -> FrameT:
+    """Text cells a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a leading `'`, as
+    OWASP recommends for CSV injection. Every CSV leadlift writes goes through this; Parquet and JSONL keep the raw
+    values (they are data, not a spreadsheet)."""
+    schema = frame.collect_schema()
+    text = [name for name, dtype in schema.items() if isinstance(dtype, pl.String | pl.Categorical | pl.Enum)]
+    if not text:
+        return frame
+    cells = [pl.col(c).cast(pl.String) for c in text]
+    return frame.with_columns(
+        pl.when(cell.str.slice(0, 1).is_in(FORMULA_START)).then(pl.lit("'") + cell).otherwise(cell).alias(c)
+        for c, cell in zip(text, cells, strict=True)
+    )
+
+
+def safe_message(error: BaseException) -> str:
+    """The first line of an error from a library (polars quotes the offending text in backticks, which can be a whole
+    row of someone's data), with every quoted value removed: messages must never echo a data row."""
+    text = re.sub(r"`[^`]*`", "<value>", str(error), flags=re.DOTALL).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first[:300]
 
 
 def _json_default(obj: Any) -> Any:

@@ -27,7 +27,7 @@ from models.bundle import scorer_from_dict
 from models.calibration import choose_calibrator
 from models.threshold import choose_threshold, period_weeks, policy_inputs
 from pipelines import calibrate, evaluate, explain, ingest, train
-from pipelines.bundle import load_bundle
+from pipelines.bundle import load_bundle, write_manifest
 from pipelines.featurize import featurize
 from pipelines.io import load_params, read_json, write_frame, write_json, write_text
 
@@ -191,6 +191,7 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         console.print(calibrate.calibrate_summary(calib, threshold))
         write_json(art / "calibrator.json", calib)
         write_json(art / "threshold.json", threshold)
+        write_manifest(art)
         bundle = load_bundle(art)
         console.print("evaluate")
         test = frame.filter(pl.col("split") == "test")

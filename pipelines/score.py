@@ -1,5 +1,10 @@
 """Batch scoring of new leads with a trained bundle: the `leadlift score` command and the `score` stage.
 
+read -> check -> features -> score -> write. The files are read exactly as `validate` and ingest read them
+(`pipelines.ingest.read_table`); the contract quarantines bad rows; a batch the model would silently score worse
+(inputs missing far more often than in training, events that match no lead) is refused before any work unless the
+user allows it; the outputs (scores, quarantine and a score report JSON) are one transaction.
+
 Rows in = scored + quarantined, always. The same input gives byte-identical output. Features, explanations and notes
 are computed chunk by chunk and written to a temporary file that is renamed when complete; the input files are still
 read and checked whole, so memory grows with the batch (0.85 GB at 100k leads, 1.5 GB at 1M: benchmarks/bench_score.py).
@@ -8,7 +13,9 @@ read and checked whole, so memory grows with the batch (0.85 GB at 100k leads, 1
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,15 +27,27 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from features import contract as C
 from features.build import build_features
+from features.mapping import event_vocabulary
 from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT, utc
-from features.spec import to_matrix
-from models.bundle import SQL, Bundle
+from features.spec import input_gaps, to_matrix
+from models.bundle import MANIFEST, SQL, Bundle
 from models.handoff import build_notes, note_markdown, note_row
-from pipelines.bundle import load_bundle
+from pipelines.bundle import load_bundle, load_bundle_dir, resolve_bundle_dir
 from pipelines.explain import load_catalog
-from pipelines.io import BadInput, atomic_path, exit_codes, stage_args, write_frame
-from pipelines.rows import Batch, check_batch, read_batch_file
+from pipelines.ingest import DEFAULT_MAX_QUARANTINE_SHARE, canonical_spec, read_table
+from pipelines.io import (
+    BadInput,
+    atomic_paths,
+    csv_safe,
+    exit_codes,
+    frame_writer,
+    json_text,
+    load_params,
+    safe_message,
+    stage_args,
+)
 
 OUTPUT_SCHEMA: dict[str, Any] = {
     LEAD_ID: pl.String, "probability": pl.Float64, "score": pl.Int64, "percentile": pl.Float64, "decision": pl.String,
@@ -36,6 +55,12 @@ OUTPUT_SCHEMA: dict[str, Any] = {
     "reason_2_points": pl.Float64, "reason_3": pl.String, "reason_3_points": pl.Float64, "reason_against": pl.String,
     "who": pl.String, "urgency": pl.String, "what_happened": pl.String, "note": pl.String,
 }
+OUT_EXTENSIONS = (".parquet", ".csv")
+AFTER_AS_OF = "created after the as-of time"
+#: Refuse a batch whose model input is missing (or holds values the model never saw) this much more often than in
+#: training; `--allow-missing` scores it anyway. Warn from WARN_MISSING_EXCESS on.
+DEFAULT_MAX_MISSING_SHARE = 0.5
+WARN_MISSING_EXCESS = 0.05
 
 
 def source_of(bundle: Bundle) -> dict[str, Any]:
@@ -52,10 +77,220 @@ def check_compatible(leads: pl.DataFrame, source: dict[str, Any], file: Path) ->
     expected = expected_columns(source)
     missing = [c for c in expected if c not in leads.columns]
     if expected and len(missing) > len(expected) / 2:
-        extra = [c for c in leads.columns if c not in expected and c not in (LEAD_ID, CREATED_AT)]
+        extra = [c for c in leads.columns if c not in expected and c not in (LEAD_ID, CREATED_AT)
+                 and not c.startswith("_")]
         raise BadInput(file, f"does not match the bundle's feature spec: missing {missing}; "
                              f"columns the bundle does not know: {extra}; expected {expected}")
     return missing
+
+
+# ---------------------------------------------------------------- outputs: checked first, written as one
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a scoring run writes: the scores, the quarantine and the score report (beside the scores)."""
+
+    out: Path
+    quarantine: Path
+    report: Path
+
+
+def plan_outputs(out: Path, quarantine: Path | None, *, inputs: Sequence[Path | None] = ()) -> Outputs:
+    """Check the output paths before any work: a known extension, a folder that exists (or can be made) and is
+    writable, and no two outputs (or an output and an input) on the same file."""
+    out = Path(out)
+    planned = Outputs(out, Path(quarantine) if quarantine else out.with_name(f"{out.stem}.quarantine.csv"),
+                      out.with_name(f"{out.stem}.report.json"))
+    for path, option in ((planned.out, "--out"), (planned.quarantine, "--quarantine")):
+        if path.suffix.lower() not in OUT_EXTENSIONS:
+            raise BadInput(path, f"unsupported {option} extension {path.suffix!r}; expected .parquet or .csv")
+    named = [(planned.out, "--out"), (planned.quarantine, "--quarantine"), (planned.report, "the score report"),
+             *[(Path(p), "an input file") for p in inputs if p is not None]]
+    for path, option in named[:3]:
+        if path.is_dir():
+            raise BadInput(path, f"{option} is a folder; give a file name")
+        folder = next(p for p in [path.parent, *path.parent.parents] if p.exists())
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise BadInput(path, f"cannot write {option}: {folder} is not a writable folder")
+    seen: dict[Path, str] = {}
+    for path, option in named:
+        key = path.resolve()
+        if key in seen:
+            raise BadInput(path, f"{option} and {seen[key]} are the same file; give each its own path")
+        seen[key] = option
+    return planned
+
+
+class _Writer:
+    """Append chunks to a Parquet or CSV file at a temporary path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.suffix = path.suffix.lower()
+        if self.suffix not in OUT_EXTENSIONS:
+            raise BadInput(path, f"unsupported output extension {self.suffix!r}; expected .parquet or .csv")
+        self._pq: pq.ParquetWriter | None = None
+        self._first = True
+
+    def write(self, df: pl.DataFrame, tmp: Path) -> None:
+        if self.suffix == ".parquet":
+            table = df.to_arrow()
+            if self._pq is None:
+                self._pq = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            self._pq.write_table(table)
+        else:
+            with tmp.open("a" if not self._first else "w") as fh:
+                csv_safe(df).write_csv(fh, include_header=self._first)
+        self._first = False
+
+    def close(self, tmp: Path) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        elif self.suffix == ".parquet":
+            pq.write_table(pa.Table.from_pylist([], schema=pl.DataFrame(schema=OUTPUT_SCHEMA).to_arrow().schema), tmp)
+        elif self._first:
+            pl.DataFrame(schema=OUTPUT_SCHEMA).write_csv(tmp)
+
+
+# ---------------------------------------------------------------- read and check
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A checked batch: clean leads and events, the quarantine, per-table counts and the newest clean timestamp."""
+
+    leads: pl.DataFrame
+    events: pl.DataFrame | None
+    quarantine: pl.DataFrame
+    newest: datetime | None
+    counts: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A batch read and checked: the raw leads (rows in), input columns the file lacks (filled as missing), the
+    checked batch, the as-of time, the clean events (lazy), how each file was read, and whether events were given."""
+
+    raw: pl.DataFrame
+    absent: list[str]
+    batch: Batch
+    as_of: datetime
+    events: pl.LazyFrame
+    read: dict[str, dict[str, Any]]
+    events_given: bool
+    #: Rows of the leads file: the raw leads, or for a raw export the mapped rows (rows a mapping's filter skipped
+    #: are not rows of the batch).
+    rows_in: int
+
+
+def read_batch_table(table: str, path: Path, *, encoding: str | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """A canonical leads or events file, read as validate reads it (`pipelines.ingest.read_table`)."""
+    facts: dict[str, Any] = {}
+    frame = read_table(canonical_spec(table, path, encoding=encoding), facts=facts)
+    try:
+        return frame.collect(), facts
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as e:
+        raise BadInput(path, f"cannot be read: {safe_message(e)}") from None
+
+
+def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dict[str, Any], leads_file: Path,
+                events_file: Path | None, as_of: datetime | None) -> Batch:
+    """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
+    explicit as-of time are quarantined too, since no decision can be made before a lead exists."""
+    passthrough = [c for c in dict.fromkeys([*source.get("notes_allowed", []), *source.get("keep", [])])
+                   if c in leads.columns]
+    files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
+    result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
+                        categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,
+                        event_types=event_vocabulary(source))
+    clean = result.leads
+    bad = result.quarantine
+    counts = {t: dict(c) for t, c in result.counts.items()}
+    if as_of is not None:
+        late = clean.filter(pl.col(CREATED_AT) > as_of)
+        if late.height:
+            row = pl.col(C.ROW) if C.ROW in leads.columns else pl.int_range(1, leads.height + 1)
+            rows = leads.select(pl.col(LEAD_ID).cast(pl.String), row.alias("row")).unique(LEAD_ID, keep="first")
+            extra = late.select(LEAD_ID).join(rows, on=LEAD_ID, how="left").select(
+                pl.lit("leads").alias("table"), pl.col("row").cast(pl.Int64), pl.col(LEAD_ID),
+                pl.lit(CREATED_AT).alias("column"), pl.lit(AFTER_AS_OF).alias("reason"))
+            bad = pl.concat([bad, extra.cast(bad.schema)])  # type: ignore[arg-type]
+            clean = clean.filter(pl.col(CREATED_AT) <= as_of)
+            by_reason = {**counts["leads"]["by_reason"], AFTER_AS_OF: late.height}
+            counts["leads"] = {**counts["leads"], "rows_out": clean.height,
+                               "quarantined": counts["leads"]["quarantined"] + late.height,
+                               "by_reason": dict(sorted(by_reason.items()))}
+    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, counts)
+
+
+def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None, *,
+               encoding: str | None = None) -> Loaded:
+    """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`)."""
+    raw, read_leads = read_batch_table("leads", leads_path, encoding=encoding)
+    absent = check_compatible(raw, source, leads_path)
+    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
+    use_events = events is not None and source.get("has_events", True)
+    read = {"leads": read_leads}
+    events_raw = None
+    if use_events:
+        assert events is not None
+        events_raw, read["events"] = read_batch_table("events", events, encoding=encoding)
+    batch = check_batch(raw, events_raw, source=source, leads_file=leads_path,
+                        events_file=events if use_events else None, as_of=utc(as_of) if as_of else None)
+    at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    return Loaded(raw, absent, batch, at, ev, {k: v for k, v in read.items() if v}, use_events, raw.height)
+
+
+def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_file: Path | None,
+                   max_missing_share: float, max_quarantine_share: float
+                   ) -> tuple[list[dict[str, Any]], list[str], list[BadInput]]:
+    """What a batch would silently lose: (missing model inputs per column, warning lines, refusals). Refusals are
+    raised unless the user allows missing inputs; a quarantined share above the maximum is always refused."""
+    source = source_of(bundle)
+    counts = loaded.batch.counts
+    gaps = input_gaps(loaded.batch.leads, bundle.spec, absent=loaded.absent)
+    warnings: list[str] = []
+    refusals: list[BadInput] = []
+    leads = counts["leads"]
+    if leads["rows_in"] and leads["quarantined"] / leads["rows_in"] > max_quarantine_share:
+        top = dict(sorted(leads["by_reason"].items(), key=lambda kv: -kv[1])[:3])
+        raise BadInput(leads_file, f"{leads['quarantined']} of {leads['rows_in']} leads "
+                                   f"({leads['quarantined'] / leads['rows_in']:.1%}) would be quarantined, more than "
+                                   f"the maximum share {max_quarantine_share}; top reasons: {top}")
+    for g in gaps:
+        excess = g["share"] - g["train_share"]
+        if not g["absent"] and excess < WARN_MISSING_EXCESS:
+            continue
+        n = loaded.batch.leads.height
+        what = (f"absent from the file (missing for all {n} leads)" if g["absent"] else
+                ", ".join(part for part in (f"missing for {g['missing']} of {n} leads" if g["missing"] else "",
+                                            f"{g['unseen']} of {n} values the model never saw" if g["unseen"] else "")
+                          if part))
+        line = f"model input {g['column']!r} {what}; {g['train_share']:.1%} missing in training"
+        warnings.append(line)
+        if excess > max_missing_share:
+            refusals.append(BadInput(leads_file, f"{line}: the model would score these leads as if it knew nothing "
+                                                 f"about {g['column']!r}", column=g["column"]))
+    if bundle.spec.get("has_events", source.get("has_events", True)):
+        if not loaded.events_given:
+            warnings.append("the model uses events, but no --events file was given: every lead is scored as if it "
+                            "had no tracked activity")
+        else:
+            ev = counts.get("events", {})
+            if ev.get("rows_in") and not ev.get("rows_out"):
+                ids = C.UNKNOWN_LEAD in ev["by_reason"]
+                line = (f"not one of the {ev['rows_in']} events can be used "
+                        f"({', '.join(f'{k}: {v}' for k, v in ev['by_reason'].items())})"
+                        + ("; do lead ids have the same form in both files?" if ids else ""))
+                warnings.append(line)
+                refusals.append(BadInput(events_file, line, column=LEAD_ID if ids else None))
+    return gaps, warnings, refusals
+
+
+# ---------------------------------------------------------------- features, score, notes
 
 
 def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
@@ -95,141 +330,166 @@ def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as
     return pl.DataFrame(out, schema=OUTPUT_SCHEMA)
 
 
-class _Writer:
-    """Append chunks to a Parquet or CSV file at a temporary path."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.suffix = path.suffix.lower()
-        if self.suffix not in (".parquet", ".csv"):
-            raise BadInput(path, f"unsupported output extension {self.suffix!r}; expected .parquet or .csv")
-        self._pq: pq.ParquetWriter | None = None
-        self._first = True
-
-    def write(self, df: pl.DataFrame, tmp: Path) -> None:
-        if self.suffix == ".parquet":
-            table = df.to_arrow()
-            if self._pq is None:
-                self._pq = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-            self._pq.write_table(table)
-        else:
-            with tmp.open("a" if not self._first else "w") as fh:
-                df.write_csv(fh, include_header=self._first)
-        self._first = False
-
-    def close(self, tmp: Path) -> None:
-        if self._pq is not None:
-            self._pq.close()
-        elif self.suffix == ".parquet":
-            pq.write_table(pa.Table.from_pylist([], schema=pl.DataFrame(schema=OUTPUT_SCHEMA).to_arrow().schema), tmp)
-        elif self._first:
-            pl.DataFrame(schema=OUTPUT_SCHEMA).write_csv(tmp)
-
-
-def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None
-               ) -> tuple[pl.DataFrame, list[str], Batch, datetime, pl.LazyFrame]:
-    """Read and check a batch: (raw leads, optional columns filled as missing, checked batch, as-of time, events)."""
-    raw = read_batch_file(leads_path)
-    missing_optional = check_compatible(raw, source, leads_path)
-    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
-    use_events = events is not None and source.get("has_events", True)
-    batch = check_batch(
-        raw,
-        read_batch_file(events) if events is not None and use_events else None,
-        source=source,
-        leads_file=leads_path,
-        events_file=events if use_events else None,
-        as_of=utc(as_of) if as_of else None,
-    )
-    at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
-    return raw, missing_optional, batch, at, ev
+# ---------------------------------------------------------------- the run
 
 
 def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, source: dict[str, Any],
-                      as_of: datetime | None, event_sources: dict[str, Path] | None = None
-                      ) -> tuple[pl.DataFrame, list[str], Batch, datetime, pl.LazyFrame]:
+                      as_of: datetime | None, event_sources: dict[str, Path] | None = None, *,
+                      encoding: str | None = None) -> Loaded:
     """`load_batch` for raw export files: the mapping's leads and events sections first (`ingest.map_batch`: its
     reasons for bad rows, no target needed), then the same checks as a canonical batch. Row numbers and rows in
     stay those of the raw leads file."""
     from pipelines.ingest import map_batch
 
-    mapped = map_batch(mapping, leads=leads_path, events=events, event_sources=event_sources)
-    missing_optional = check_compatible(mapped.leads, source, leads_path)
-    raw = mapped.leads.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    mapped = map_batch(mapping, leads=leads_path, events=events, event_sources=event_sources, encoding=encoding)
+    absent = check_compatible(mapped.leads, source, leads_path)
+    raw = mapped.leads.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
     use_events = mapped.events is not None and source.get("has_events", True)
     batch = check_batch(raw, mapped.events if use_events else None, source=source, leads_file=leads_path,
                         events_file=events or (Path(str(mapping)) if use_events else None),
                         as_of=utc(as_of) if as_of else None)
     bad = pl.concat([mapped.quarantine, batch.quarantine.cast(mapped.quarantine.schema)])  # type: ignore[arg-type]
-    batch = Batch(batch.leads, batch.events, bad, batch.newest, rows_in=int(mapped.report["leads"]["rows_in"]))
+    rows_in = int(mapped.report["leads"]["rows_in"])
+    counts = {"leads": _counts(bad, "leads", rows_in)}
+    if use_events:
+        counts["events"] = _counts(bad, "events", int(mapped.report["events"]["rows_in"]))
+    batch = Batch(batch.leads, batch.events, bad, batch.newest, counts)
     at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
     ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
         schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
-    return raw, missing_optional, batch, at, ev
+    read = {t: mapped.report[t]["read"] for t in ("leads", "events")
+            if isinstance(mapped.report.get(t), dict) and mapped.report[t].get("read")}
+    return Loaded(raw, absent, batch, at, ev, read, use_events, rows_in)
+
+
+def _counts(quarantine: pl.DataFrame, table: str, rows_in: int) -> dict[str, Any]:
+    """rows_in, rows_out, quarantined and by reason for one table of a quarantine (event sources of a list are
+    tables "events:<name>")."""
+    mine = quarantine.filter((pl.col("table") == table) | pl.col("table").str.starts_with(f"{table}:"))
+    by_reason = dict(sorted((str(r), int(n)) for r, n in mine.group_by("reason").len().iter_rows()))
+    return {"rows_in": rows_in, "rows_out": rows_in - mine.height, "quarantined": mine.height, "by_reason": by_reason}
 
 
 def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of: datetime | None = None,
                quarantine: Path | None = None, model: str | Path = "data/artifacts", chunk_size: int = 50000,
-               console: Console | None = None, mapping: Path | None = None,
+               console: Console | None = None, encoding: str | None = None, allow_missing: bool = False,
+               max_missing_share: float = DEFAULT_MAX_MISSING_SHARE,
+               max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE, mapping: Path | None = None,
                event_sources: dict[str, Path] | None = None) -> dict[str, Any]:
-    """Score a batch file; write scores and a quarantine file; return the reconciliation. With `mapping`, the files
-    are a raw export that the source mapping brings into the canonical form first."""
+    """Score a batch file; write scores, the quarantine and the score report as one; return the report. With
+    `mapping`, the files are a raw export that the source mapping brings into the canonical form first."""
     console = console or Console(stderr=True)
-    bundle = load_bundle(model)
-    source = source_of(bundle)
-    quarantine = quarantine or out.with_name(f"{out.stem}.quarantine.csv")
+    outputs = plan_outputs(out, quarantine, inputs=[leads_path, events, *(event_sources or {}).values()])
+    bundle_dir = resolve_bundle_dir(model)
+    bundle = load_bundle_dir(bundle_dir)
+    # read -> check
     if mapping is not None:
-        raw, missing_optional, batch, as_of, ev = load_mapped_batch(mapping, leads_path, events, source, as_of,
-                                                                    event_sources)
+        loaded = load_mapped_batch(mapping, leads_path, events, source_of(bundle), as_of, event_sources,
+                                   encoding=encoding)
     else:
-        raw, missing_optional, batch, as_of, ev = load_batch(leads_path, events, source, as_of)
+        loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding)
+    gaps, warnings, refusals = batch_problems(loaded, bundle, leads_file=leads_path, events_file=events,
+                                              max_missing_share=max_missing_share,
+                                              max_quarantine_share=max_quarantine_share)
+    if not (bundle_dir / MANIFEST).exists():
+        warnings.append(f"the bundle {bundle_dir} has no {MANIFEST}: its files cannot be checked for truncation or "
+                        "change (re-run calibrate to seal it)")
+    refused = refusals and not allow_missing
+    for line in warnings:
+        if not (refused and any(r.what.startswith(line) for r in refusals)):  # the refusal itself says it
+            console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    if refused:
+        first = refusals[0]
+        more = f" (and {len(refusals) - 1} more, see the warnings)" if len(refusals) > 1 else ""
+        raise BadInput(first.file, f"{first.what}{more}; fix the input, or pass --allow-missing to score anyway",
+                       column=first.column)
+    # features -> score -> write, as one transaction
+    batch, as_of_used = loaded.batch, loaded.as_of
     leads = batch.leads
     catalog = load_catalog()
-    writer = _Writer(out)
+    writer = _Writer(outputs.out)
     n_sql = 0
-    with atomic_path(out) as tmp, Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
-                                           TimeElapsedColumn(), console=console, transient=True) as progress:
+    with atomic_paths(outputs.quarantine, outputs.report, outputs.out) as (q_tmp, report_tmp, out_tmp), Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+            transient=True) as progress:
         task = progress.add_task("score", total=leads.height)
         for part in chunks(leads, chunk_size):
-            part_events = ev.filter(pl.col(LEAD_ID).is_in(part[LEAD_ID].implode()))
-            scored = score_chunk(bundle, part, part_events, as_of=as_of, catalog=catalog)
+            part_events = loaded.events.filter(pl.col(LEAD_ID).is_in(part[LEAD_ID].implode()))
+            scored = score_chunk(bundle, part, part_events, as_of=as_of_used, catalog=catalog)
             n_sql += int((scored["decision"] == SQL).sum())
-            writer.write(scored, tmp)
+            writer.write(scored, out_tmp)
             progress.advance(task, part.height)
-        writer.close(tmp)
-    rejected = batch.quarantine.sort("table", "row")
-    write_frame(rejected, quarantine)
-    n_quarantined = int((rejected["table"] == "leads").sum())
-    rows_in = batch.rows_in if batch.rows_in is not None else raw.height
-    if rows_in != leads.height + n_quarantined:
-        raise RuntimeError(
-            f"reconciliation failed: {rows_in} rows in, {leads.height} scored, {n_quarantined} quarantined"
-        )
-    report = {
-        "rows_in": rows_in,
-        "scored": leads.height,
-        "quarantined": n_quarantined,
-        "sql": n_sql,
-        "events_quarantined": int(rejected["table"].str.starts_with("events").sum()),
-        "as_of": as_of.isoformat(),
-        "missing_optional_columns": missing_optional,
-        "quarantine_file": str(quarantine),
-    }
+        writer.close(out_tmp)
+        rejected = batch.quarantine.sort("table", "row")
+        frame_writer(outputs.quarantine)(rejected, q_tmp)
+        n_quarantined = int((rejected["table"] == "leads").sum())
+        if loaded.rows_in != leads.height + n_quarantined:
+            raise RuntimeError(f"reconciliation failed: {loaded.rows_in} rows in, {leads.height} scored, "
+                               f"{n_quarantined} quarantined")
+        report = _report(loaded, outputs, n_sql=n_sql, n_quarantined=n_quarantined, gaps=gaps, warnings=warnings,
+                         leads_file=leads_path, events_file=events, model=model, bundle_dir=bundle_dir,
+                         allow_missing=allow_missing, max_missing_share=max_missing_share)
+        report_tmp.write_text(json_text(report))
     return report
 
 
+def _report(loaded: Loaded, outputs: Outputs, *, n_sql: int, n_quarantined: int, gaps: list[dict[str, Any]],
+            warnings: list[str], leads_file: Path, events_file: Path | None, model: str | Path, bundle_dir: Path,
+            allow_missing: bool, max_missing_share: float) -> dict[str, Any]:
+    """The score report (`<out stem>.report.json`): the reconciliation, quarantined rows by reason for each table,
+    missing model inputs, the warnings printed, and how each file was read."""
+    counts = loaded.batch.counts
+    events = counts.get("events")
+    return {
+        "rows_in": loaded.rows_in,
+        "scored": loaded.batch.leads.height,
+        "quarantined": n_quarantined,
+        "sql": n_sql,
+        "leads": {"file": str(leads_file), **counts["leads"], **_read_facts(loaded, "leads")},
+        "events": ({"file": str(events_file), "given": True, **events, **_read_facts(loaded, "events")}
+                   if events is not None else {"file": str(events_file) if events_file else None, "given": False}),
+        "events_quarantined": int(events["quarantined"]) if events else 0,
+        "as_of": loaded.as_of.isoformat(),
+        "missing_optional_columns": loaded.absent,
+        "missing_inputs": gaps,
+        "allow_missing": allow_missing,
+        "max_missing_share": max_missing_share,
+        "warnings": warnings,
+        "model": str(model),
+        "bundle_manifest": (bundle_dir / MANIFEST).exists(),
+        "out": str(outputs.out),
+        "quarantine_file": str(outputs.quarantine),
+        "report_file": str(outputs.report),
+    }
+
+
+def _read_facts(loaded: Loaded, table: str) -> dict[str, Any]:
+    """How a CSV was read (encoding, separator, ragged rows); nothing for Parquet."""
+    return {"read": loaded.read[table]} if table in loaded.read else {}
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """"rows in 400 = scored 398 + quarantined 2; events: 3684 in, 3 quarantined (unknown lead: 3); 17 SQL"."""
+    line = f"rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}"
+    events = report.get("events") or {}
+    if events.get("given"):
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(events["by_reason"].items(), key=lambda kv: -kv[1]))
+        line += f"; events: {events['rows_in']} in, {events['quarantined']} quarantined" + (
+            f" ({reasons})" if reasons else "")
+    else:
+        line += "; no events"
+    return f"{line}; {report['sql']} SQL"
+
+
 def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | None, lead_ids: list[str] | None,
-                 model: str | Path) -> Iterator[str]:
+                 model: str | Path, encoding: str | None = None) -> Iterator[str]:
     """Markdown handoff notes for the given leads (all by default), whatever their decision."""
     bundle = load_bundle(model)
-    source = source_of(bundle)
-    _, _, batch, as_of, ev = load_batch(leads_path, events, source, as_of)
-    leads = batch.leads
+    loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding)
+    leads = loaded.batch.leads
     if lead_ids:
         leads = leads.filter(pl.col(LEAD_ID).is_in(lead_ids))
-    for note in notes_for_leads(bundle, leads, ev, as_of=as_of, catalog=load_catalog()):
+    for note in notes_for_leads(bundle, leads, loaded.events, as_of=loaded.as_of, catalog=load_catalog()):
         yield note_markdown(note)
 
 
@@ -249,9 +509,12 @@ def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *
 def main(argv: list[str] | None = None) -> None:
     """The `score` stage: the sample batch of new leads, scored as sales ops would with `leadlift score`."""
     args = stage_args(argv, __doc__, "leads", "events", "model", "out", "quarantine")
-    report = score_file(args.leads, args.out, events=args.events, quarantine=args.quarantine, model=args.model)
-    print(f"score: rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}; "
-          f"{report['sql']} SQL -> {args.out}")
+    params = load_params("score", args.params)
+    report = score_file(args.leads, args.out, events=args.events, quarantine=args.quarantine, model=args.model,
+                        allow_missing=bool(params.get("allow_missing", False)),
+                        max_missing_share=float(params.get("max_missing_share", DEFAULT_MAX_MISSING_SHARE)),
+                        max_quarantine_share=float(params.get("max_quarantine_share", DEFAULT_MAX_QUARANTINE_SHARE)))
+    print(f"score: {summary_line(report)} -> {args.out}")
 
 
 if __name__ == "__main__":

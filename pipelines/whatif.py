@@ -25,7 +25,7 @@ from models.threshold import (
     threshold_score,
 )
 from pipelines.bundle import load_bundle
-from pipelines.io import load_params, read_frame
+from pipelines.io import BadInput, load_params, read_frame
 
 COLUMNS = ("handoffs_per_week", "precision", "recall", "conversions", "expected_value")
 
@@ -40,8 +40,11 @@ def what_if(model: str | Path, features: Path, *, policy: str, overrides: dict[s
     y_valid = valid["label"].to_numpy().astype(np.float64)
     has_legacy = has_legacy_score(frame)
     legacy_valid = int((valid["legacy_score"] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy else None
-    t = float(choose_threshold(y_valid, on_score_scale(p_valid), policy=policy, weeks=period_weeks(valid["t0"]),
-                               legacy_handoffs=legacy_valid, **inputs))
+    try:
+        t = float(choose_threshold(y_valid, on_score_scale(p_valid), policy=policy, weeks=period_weeks(valid["t0"]),
+                                   legacy_handoffs=legacy_valid, **inputs))
+    except ValueError as e:  # a policy without its input (legacy_volume on a source with no legacy score)
+        raise BadInput(None, f"policy {policy}: {e}") from None
     y = test["label"].to_numpy().astype(np.float64)
     p = bundle.probability(to_matrix(test, bundle.spec))
     weeks = period_weeks(test["t0"])

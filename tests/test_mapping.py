@@ -359,11 +359,19 @@ def test_canonical_parquet_with_the_synthetic_mapping(tmp_path: Path) -> None:
     assert src["snapshot_at"] == "2025-03-01T00:00:00+00:00"  # the newest timestamp seen
 
 
-def test_wrong_separator_is_bad_input_naming_file_and_column(tmp_path: Path) -> None:
+def test_a_wrong_stated_separator_is_bad_input_naming_file_and_column(tmp_path: Path) -> None:
     m = good_mapping(csv_export(tmp_path, GOOD_CSV))
-    del m["leads"]["csv"]
+    m["leads"]["csv"] = {"separator": ","}
     with pytest.raises(BadInput, match=r"file .*leads\.csv, column 'Lead Id;Signup.*separated by ';'"):
         run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
+
+
+def test_an_unstated_separator_is_sniffed_from_the_file(tmp_path: Path) -> None:
+    m = good_mapping(csv_export(tmp_path, GOOD_CSV))
+    del m["leads"]["csv"]
+    report = run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
+    assert report["leads"]["read"] == {"encoding": "utf8", "separator": ";"}
+    assert report["leads"]["rows_in"] == 9 and report["leads"]["quarantined"] == 4
 
 
 def test_empty_file_is_bad_input(tmp_path: Path) -> None:
@@ -379,10 +387,13 @@ def test_missing_column_is_bad_input(tmp_path: Path) -> None:
         run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
 
 
-def test_row_with_more_fields_than_the_header_is_bad_input_with_row(tmp_path: Path) -> None:
+def test_a_row_with_more_fields_than_the_header_is_quarantined_with_its_row(tmp_path: Path) -> None:
     m = good_mapping(csv_export(tmp_path, GOOD_CSV.replace("L6;2025-01-07;0;no;cold", "L6;2025-01-07;0;no;cold;x")))
-    with pytest.raises(BadInput, match=r"leads\.csv, row 6: cannot be read: data row 6 has more fields than"):
-        run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
+    report = run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params={"max_quarantine_share": 0.9})
+    assert report["leads"]["by_reason"][C.MORE_FIELDS] == 1 and report["leads"]["rows_in"] == 9
+    q = pl.read_csv(tmp_path / "out" / "quarantine.csv").filter(pl.col("table") == "leads")
+    assert q.filter(pl.col("reason") == C.MORE_FIELDS)["row"].to_list() == [6]
+    assert "L6" not in pl.read_parquet(tmp_path / "out" / "leads.parquet")["lead_id"].to_list()
 
 
 def test_created_at_column_of_the_wrong_type_is_bad_input_with_row(tmp_path: Path) -> None:
@@ -432,9 +443,10 @@ def test_validate_canonical_csv_without_a_mapping(tmp_path: Path) -> None:
 
 
 def test_validate_raises_bad_input_on_a_file_level_problem(tmp_path: Path) -> None:
-    leads = csv_export(tmp_path, "lead_id;created_at\na;2025-01-01\n")
-    with pytest.raises(BadInput, match=r"leads\.csv, column 'lead_id;created_at'.*separated by ';'"):
+    leads = csv_export(tmp_path, 'lead_id,created_at,name\na,2025-01-01,"Ann Example\nb,2025-01-02,Bo\n')
+    with pytest.raises(BadInput, match=r"leads\.csv, row 1: cannot be read: a quoted field is never closed") as e:
         validate(leads, None, None, None, params=PARAMS)
+    assert "Ann" not in str(e.value) and "Bo" not in str(e.value)
 
 
 def test_no_python_module_names_a_real_data_set() -> None:

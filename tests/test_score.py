@@ -99,13 +99,17 @@ def test_bad_rows_are_quarantined_with_a_reason_and_unseen_values_are_scored(
         # buying_timeline is missing entirely: an optional column
     })
     leads.write_csv(tmp_path / "leads.csv")
-    res = leadlift(pipeline_repo, "score", "--leads", str(tmp_path / "leads.csv"), "--out", str(tmp_path / "s.csv"),
-                   "--as-of", "2026-03-10T00:00:00")
+    args = ["score", "--leads", str(tmp_path / "leads.csv"), "--out", str(tmp_path / "s.csv"), "--as-of",
+            "2026-03-10T00:00:00"]
+    refused = leadlift(pipeline_repo, *args, ok=False)
+    assert refused.returncode == 2 and "column 'buying_timeline'" in refused.stderr  # the absent column is not silent
+    res = leadlift(pipeline_repo, *args, "--allow-missing")
     scored = pl.read_csv(tmp_path / "s.csv")
     q = pl.read_csv(tmp_path / "s.quarantine.csv")
     assert sorted(scored["lead_id"].to_list()) == ["a", "c", "d", "e"]
     assert q["lead_id"].to_list() == ["b"] and "created_at" in q["column"].to_list()
     assert "rows in 5 = scored 4 + quarantined 1" in res.stderr.replace("\n", " ")
+    assert "warning: model input 'buying_timeline' absent from the file" in res.stderr
 
 
 def test_a_bundle_is_refused_for_input_that_does_not_match_its_spec(pipeline_repo: Path, tmp_path: Path) -> None:
