@@ -538,7 +538,7 @@ def print_report(report: Mapping[str, Any], *, console: Any | None = None) -> No
         read = (report.get(name) or {}).get("read") or {}
         # one file's facts, or (several event sources) one entry per source
         for label, facts in ([(name, read)] if "encoding" in read else [(f"{name} {k}", v) for k, v in read.items()]):
-            sep = {"\t": "tab"}.get(facts.get("separator"), repr(facts.get("separator")))
+            sep = {"\t": "tab"}.get(str(facts.get("separator")), repr(facts.get("separator")))
             console.print(f"{label}: read as {facts.get('encoding')} text separated by {sep}")
     events = report.get("events") or {}
     if events.get("other_event_types"):
