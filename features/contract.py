@@ -524,6 +524,9 @@ class ContractResult:
     quarantine: pl.DataFrame
     counts: dict[str, dict[str, Any]]
     max_timestamp: datetime | None
+    #: Per table, the `summary` facts and what `raise_on_file_problems` needs, so that the facts of disjoint parts
+    #: of one file (buckets of a scale-out run) can be merged and checked as if the file had been checked whole.
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def validate(
@@ -540,9 +543,13 @@ def validate(
     now: datetime | None = None,
     files: Mapping[str, str] | None = None,
     origins: Mapping[str, Mapping[str, str]] | None = None,
+    file_checks: bool = True,
 ) -> ContractResult:
     """Check canonical tables eagerly (small data, tests, `leadlift validate`); raises BadInput on file-level
-    problems. The ingest stage runs the same `annotate_*` functions, streaming."""
+    problems. The ingest stage runs the same `annotate_*` functions, streaming.
+
+    `file_checks=False` skips the file-level checks, for a part of a file whose whole is checked elsewhere from the
+    merged facts (`merge_facts`, `file_problems`): one bucket of a file may hold no leads, or only bad values."""
     limit = limit_time(snapshot_at, now)
     files, origins, fmts = files or {}, origins or {}, time_formats or {}
     checked_leads = annotate_leads(
@@ -563,8 +570,9 @@ def validate(
     facts = {t.table: summary(t).collect().row(0, named=True) for t in tables}
     if events is not None:
         facts["events"]["other_event_types"] = other_summary(other_event_types(tables[1]).collect())[0]
-    for t in tables:
-        raise_on_file_problems(t, facts[t.table])
+    if file_checks:
+        for t in tables:
+            raise_on_file_problems(t, facts[t.table])
     bad = pl.concat([quarantine(t).collect() for t in tables]) if tables else empty_quarantine()
     cleaned = {t.table: clean(t).collect() for t in tables}
     newest = [facts[t]["max_timestamp"] for t in facts if facts[t].get("max_timestamp") is not None]
@@ -575,7 +583,41 @@ def validate(
         quarantine=bad,
         counts={t.table: counts(facts[t.table]) for t in tables},
         max_timestamp=max(newest) if newest else None,
+        facts={t.table: {"file": t.file, "parsed": t.parsed, "summary": facts[t.table]} for t in tables},
     )
+
+
+def merge_facts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One table's `summary` facts from those of disjoint parts of it, as if the table had been summarised whole:
+    counts add up, the first bad value is the one on the lowest row, the newest timestamp is the newest of all."""
+    if not parts:
+        raise ValueError("no facts to merge")
+    merged: dict[str, Any] = {"rows_in": sum(int(p["rows_in"]) for p in parts)}
+    reasons: dict[str, int] = {}
+    for p in parts:
+        for r in p.get("by_reason") or []:
+            reasons[str(r[REASON])] = reasons.get(str(r[REASON]), 0) + int(r["n"])
+    merged["by_reason"] = [{REASON: k, "n": v} for k, v in sorted(reasons.items())]
+    for key in [k for k in parts[0] if k.endswith(":present")]:
+        col = key.removesuffix(":present")
+        merged[f"{col}:present"] = sum(int(p[f"{col}:present"]) for p in parts)
+        merged[f"{col}:parsed"] = sum(int(p[f"{col}:parsed"]) for p in parts)
+        bad = [p for p in parts if p[f"{col}:row"] is not None]
+        first = min(bad, key=lambda p: int(p[f"{col}:row"])) if bad else None
+        merged[f"{col}:row"] = first[f"{col}:row"] if first else None
+        merged[f"{col}:value"] = first[f"{col}:value"] if first else None
+    if "max_timestamp" in parts[0]:
+        newest = [p["max_timestamp"] for p in parts if p["max_timestamp"] is not None]
+        merged["max_timestamp"] = max(newest) if newest else None
+    if "other_event_types" in parts[0]:
+        merged["other_event_types"] = sum(int(p["other_event_types"] or 0) for p in parts)
+    return merged
+
+
+def file_problems(table: str, file: str | None, parsed: Mapping[str, Sequence[Any]], facts: Mapping[str, Any]) -> None:
+    """`raise_on_file_problems` for a table known only by its (merged) facts and what `validate` said it parsed."""
+    shape = {col: (str(name), bool(required)) for col, (name, required) in parsed.items()}
+    raise_on_file_problems(Checked(table, file, pl.LazyFrame(), [], shape), facts)
 
 
 def empty_quarantine() -> pl.DataFrame:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from pipelines.io import PARAMS_FILE, exit_codes, load_params
+from pipelines.io import PARAMS_FILE, BadInput, exit_codes, load_params
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)
@@ -92,12 +92,30 @@ def score(
         str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")
     ] = "data/artifacts",
     chunk_size: Annotated[int, typer.Option(help="Leads per chunk of feature, explanation and note work.")] = 50000,
+    engine: Annotated[
+        str, typer.Option(help="single: this machine; spark: Apache Spark (Parquet in, --out is a folder).")
+    ] = "single",
+    master: Annotated[str, typer.Option(help="Spark master URL (--engine spark).")] = "local[*]",
+    buckets: Annotated[
+        int | None, typer.Option(help="Spark buckets of leads (--engine spark); default about 200k leads each.")
+    ] = None,
 ) -> None:
     """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL."""
-    from pipelines.score import score_file
+    if engine == "spark":
+        from pipelines.spark import run_score, session
 
-    report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,
-                        chunk_size=chunk_size, console=console)
+        if quarantine is not None:
+            raise BadInput(quarantine, "with --engine spark the quarantine is written to <out>/quarantine")
+        report = run_score(session(master), str(leads), str(out), events=str(events) if events else None,
+                           model=model, as_of=as_of, buckets=buckets, chunk_size=chunk_size)
+        out = Path(report["scores"])
+    elif engine == "single":
+        from pipelines.score import score_file
+
+        report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,
+                            chunk_size=chunk_size, console=console)
+    else:
+        raise BadInput(None, f"unknown --engine {engine!r}; expected single or spark")
     console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}; "
                   f"{report['sql']} SQL -> {out}")
 

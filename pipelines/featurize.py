@@ -10,6 +10,7 @@ Exit 2 on bad input or when the leak guard refuses a column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from features.build import (
     SPLITS,
     T0,
     build_features,
+    feature_columns,
     label_leads,
     time_split,
 )
@@ -39,7 +41,7 @@ from features.schema import (
     OCCURRED_AT,
     utc,
 )
-from features.spec import feature_names, make_spec
+from features.spec import make_spec
 from pipelines.io import BadInput, exit_codes, load_params, read_json, stage_args, write_frame, write_json
 
 
@@ -54,29 +56,50 @@ def featurize(
 
     `params` is the featurize section with `base` inside (as `load_params("featurize")` returns it).
     """
-    base = params["base"]
-    observation_days, horizon_days = int(base["observation_days"]), int(base["horizon_days"])
-    windows = [int(w) for w in params["windows"]]
-    has_outcome_times = bool(source.get("has_outcome_times", True))
     snapshot_at, snapshot_basis = _snapshot(source, leads_lf, events_lf, outcomes_lf)
+    labeled = labeled_features(leads_lf, events_lf, outcomes_lf, source, params, snapshot_at=snapshot_at)
+    frame = time_split(labeled, **split_shares(params)).collect().select(frame_columns(labeled))
+    spec, report = describe(frame, source, params, snapshot_at=snapshot_at, snapshot_basis=snapshot_basis)
+    return frame, spec, report
 
-    feats = build_features(leads_lf, events_lf, source, observation_days=observation_days, windows=windows)
-    labeled = label_leads(feats, outcomes_lf, horizon_days=horizon_days, snapshot_at=snapshot_at,
-                          has_outcome_times=has_outcome_times)
-    shares = params.get("split", {})
-    frame = time_split(labeled, train=shares.get("train", 0.6), valid=shares.get("valid", 0.2),
-                       test=shares.get("test", 0.2)).collect()
 
+def labeled_features(leads_lf: pl.LazyFrame, events_lf: pl.LazyFrame, outcomes_lf: pl.LazyFrame,
+                     source: dict[str, Any], params: dict[str, Any], *, snapshot_at: datetime) -> pl.LazyFrame:
+    """Features, scope, label (and legacy score) of every lead. Each row depends only on that lead, its events
+    and its outcome, so any partition of the leads by id, with their events and outcomes, gives the same rows."""
+    base = params["base"]
+    windows = [int(w) for w in params["windows"]]
+    feats = build_features(leads_lf, events_lf, source, observation_days=int(base["observation_days"]),
+                           windows=windows)
+    labeled = label_leads(feats, outcomes_lf, horizon_days=int(base["horizon_days"]), snapshot_at=snapshot_at,
+                          has_outcome_times=bool(source.get("has_outcome_times", True)))
     leads_cols = leads_lf.collect_schema().names()
     legacy = [LEGACY_SCORE] if source.get("legacy_score") and LEGACY_SCORE in leads_cols else []
     if legacy:
-        frame = frame.join(leads_lf.select(LEAD_ID, LEGACY_SCORE).collect(), on=LEAD_ID, how="left",
-                           maintain_order="left")
+        labeled = labeled.join(leads_lf.select(LEAD_ID, LEGACY_SCORE), on=LEAD_ID, how="left", maintain_order="left")
+    return labeled.select(LEAD_ID, T0, SCOPE, LABEL, *legacy, *feature_columns(source, windows))
+
+
+def frame_columns(labeled: pl.LazyFrame | pl.DataFrame) -> list[str]:
+    """The training frame's columns in file order: the split goes after t0."""
+    names = labeled.collect_schema().names()
+    return [LEAD_ID, T0, SPLIT, *[c for c in names if c not in (LEAD_ID, T0, SPLIT)]]
+
+
+def split_shares(params: dict[str, Any]) -> dict[str, float]:
+    shares = params.get("split", {})
+    return {"train": shares.get("train", 0.6), "valid": shares.get("valid", 0.2), "test": shares.get("test", 0.2)}
+
+
+def describe(frame: pl.DataFrame, source: dict[str, Any], params: dict[str, Any], *, snapshot_at: datetime,
+             snapshot_basis: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The feature spec (categories from the train rows) and the report with the leak guard's findings."""
+    base = params["base"]
+    observation_days, horizon_days = int(base["observation_days"]), int(base["horizon_days"])
+    windows = [int(w) for w in params["windows"]]
     train_mask = (frame[SPLIT] == "train").fill_null(False)
     spec = make_spec(frame, source, observation_days=observation_days, horizon_days=horizon_days, windows=windows,
                      train_mask=train_mask)
-    frame = frame.select(LEAD_ID, T0, SPLIT, SCOPE, LABEL, *legacy, *feature_names(spec))
-
     report = _report(frame, snapshot_at=snapshot_at, snapshot_basis=snapshot_basis, spec=spec)
     allow = list(params.get("leak_allow") or [])
     auc_max = float(params.get("leak_auc_max", 0.95))
@@ -85,22 +108,27 @@ def featurize(
     findings = find_leaks(train, train[LABEL].to_numpy(), spec, auc_max=auc_max, allow=allow,
                           after_outcome=source.get("after_outcome") or [])
     report["leak_guard"]["findings"] = [f.as_dict() for f in findings]
-    return frame, spec, report
+    return spec, report
 
 
 def _snapshot(source: dict[str, Any], leads: pl.LazyFrame, events: pl.LazyFrame,
               outcomes: pl.LazyFrame) -> tuple[datetime, str]:
     """snapshot_at from source.json; without one, the newest timestamp in the data (said so in the report)."""
+    return snapshot_time(source, lambda: [
+        leads.select(pl.col(CREATED_AT).max()).collect().item(),
+        events.select(pl.col(OCCURRED_AT).max()).collect().item(),
+        outcomes.select(pl.col(CONVERTED_AT).max()).collect().item(),
+    ])
+
+
+def snapshot_time(source: dict[str, Any], newest_in_data: Callable[[], list[datetime | None]]) -> tuple[datetime, str]:
+    """snapshot_at from source.json, else the newest of the data's created_at, occurred_at and converted_at
+    (asked for only when needed: an engine computes them its own way)."""
     raw = source.get("snapshot_at")
     if raw:
         ts = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
         return utc(ts), "source"
-    newest = [
-        leads.select(pl.col(CREATED_AT).max()).collect().item(),
-        events.select(pl.col(OCCURRED_AT).max()).collect().item(),
-        outcomes.select(pl.col(CONVERTED_AT).max()).collect().item(),
-    ]
-    known = [t for t in newest if t is not None]
+    known = [t for t in newest_in_data() if t is not None]
     if not known:
         raise ValueError("no snapshot_at in source.json and no timestamps in the data to infer it from")
     return max(known), "inferred: newest timestamp in the data"

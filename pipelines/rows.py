@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,26 +38,34 @@ class Batch:
     events: pl.DataFrame | None
     quarantine: pl.DataFrame
     newest: datetime | None
+    #: The contract's facts per table (`features.contract.ContractResult.facts`).
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dict[str, Any], leads_file: Path,
-                events_file: Path | None, as_of: datetime | None) -> Batch:
+                events_file: Path | None, as_of: datetime | None, now: datetime | None = None,
+                file_checks: bool = True) -> Batch:
     """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
-    explicit as-of time are quarantined too, since no decision can be made before a lead exists."""
+    explicit as-of time are quarantined too, since no decision can be made before a lead exists.
+
+    Rows are numbered by their position unless the frames carry `features.contract.ROW` (a part of a bigger file).
+    `now` fixes the time after which a timestamp is in the future (default: the clock); `file_checks` as in
+    `features.contract.validate`."""
     passthrough = [c for c in source.get("notes_allowed", []) if c in leads.columns]
     files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
     result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
-                        categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files)
+                        categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,
+                        now=now, file_checks=file_checks)
     clean = result.leads
     bad = result.quarantine
     if as_of is not None:
         late = clean.filter(pl.col(CREATED_AT) > as_of)
         if late.height:
-            row = pl.int_range(1, leads.height + 1, eager=True)
+            row = leads[C.ROW] if C.ROW in leads.columns else pl.int_range(1, leads.height + 1, eager=True)
             rows = pl.DataFrame({LEAD_ID: leads[LEAD_ID].cast(pl.String), "row": row}).unique(LEAD_ID, keep="first")
             extra = late.select(LEAD_ID).join(rows, on=LEAD_ID, how="left").select(
                 pl.lit("leads").alias("table"), pl.col("row").cast(pl.Int64), pl.col(LEAD_ID),
                 pl.lit(CREATED_AT).alias("column"), pl.lit(AFTER_AS_OF).alias("reason"))
             bad = pl.concat([bad, extra.cast(bad.schema)])  # type: ignore[arg-type]
             clean = clean.filter(pl.col(CREATED_AT) <= as_of)
-    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp)
+    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, result.facts)

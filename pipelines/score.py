@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,25 +128,61 @@ class _Writer:
             pl.DataFrame(schema=OUTPUT_SCHEMA).write_csv(tmp)
 
 
+@dataclass(frozen=True)
+class Part:
+    """A checked batch (or one bucket of a bigger one) ready to score: `check_part` makes it, `score_part` scores it."""
+
+    batch: Batch
+    missing_optional: list[str]
+    as_of: datetime
+    events: pl.LazyFrame
+
+
+def decision_time(as_of: datetime | None, newest: datetime | None, now: datetime | None = None) -> datetime:
+    """The as-of time features are built at: the given one, else the newest clean timestamp, else now."""
+    return utc(as_of) if as_of else (newest or now or datetime.now(UTC))
+
+
+def check_part(raw: pl.DataFrame, events: pl.DataFrame | None, source: dict[str, Any], *, leads_file: Path,
+               events_file: Path | None, as_of: datetime | None, at: datetime | None = None,
+               now: datetime | None = None, file_checks: bool = True) -> Part:
+    """The contract on leads (and their events): clean rows, quarantine, and the decision time.
+
+    One machine checks a whole file; Spark checks one bucket of it with `at` (the whole batch's decision time),
+    `now` fixed by the driver and the file-level checks done once over all buckets.
+    """
+    missing_optional = check_compatible(raw, source, leads_file)
+    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    batch = check_batch(raw, events, source=source, leads_file=leads_file, events_file=events_file,
+                        as_of=utc(as_of) if as_of else None, now=now, file_checks=file_checks)
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    return Part(batch, missing_optional, at or decision_time(as_of, batch.newest, now), ev)
+
+
+def score_part(bundle: Bundle, part: Part, *, explainer: TreeShap, catalog: dict[str, Any],
+               chunk_size: int) -> Iterator[pl.DataFrame]:
+    """Scored leads of a checked part, chunk by chunk, in input order."""
+    for leads in chunks(part.batch.leads, chunk_size):
+        events = part.events.filter(pl.col(LEAD_ID).is_in(leads[LEAD_ID].implode()))
+        yield score_chunk(bundle, explainer, leads, events, as_of=part.as_of, catalog=catalog)
+
+
 def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None
                ) -> tuple[pl.DataFrame, list[str], Batch, datetime, pl.LazyFrame]:
     """Read and check a batch: (raw leads, optional columns filled as missing, checked batch, as-of time, events)."""
+    raw, part = read_part(leads_path, events, source, as_of)
+    return raw, part.missing_optional, part.batch, part.as_of, part.events
+
+
+def read_part(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None
+              ) -> tuple[pl.DataFrame, Part]:
+    """Read a batch's files and check them whole: (raw leads, checked part)."""
     raw = read_batch_file(leads_path)
-    missing_optional = check_compatible(raw, source, leads_path)
-    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
     use_events = events is not None and source.get("has_events", True)
-    batch = check_batch(
-        raw,
-        read_batch_file(events) if events is not None and use_events else None,
-        source=source,
-        leads_file=leads_path,
-        events_file=events if use_events else None,
-        as_of=utc(as_of) if as_of else None,
-    )
-    at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
-    return raw, missing_optional, batch, at, ev
+    part = check_part(raw, read_batch_file(events) if events is not None and use_events else None, source,
+                      leads_file=leads_path, events_file=events if use_events else None, as_of=as_of)
+    return raw, part
 
 
 def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of: datetime | None = None,
@@ -156,7 +193,8 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
     bundle = load_bundle(model)
     source = source_of(bundle)
     quarantine = quarantine or out.with_name(f"{out.stem}.quarantine.csv")
-    raw, missing_optional, batch, as_of, ev = load_batch(leads_path, events, source, as_of)
+    raw, part = read_part(leads_path, events, source, as_of)
+    batch, missing_optional, as_of = part.batch, part.missing_optional, part.as_of
     leads = batch.leads
     explainer = TreeShap.from_booster(bundle.booster)
     catalog = load_catalog()
@@ -165,12 +203,10 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
     with atomic_path(out) as tmp, Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(),
                                            TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("score", total=leads.height)
-        for part in chunks(leads, chunk_size):
-            part_events = ev.filter(pl.col(LEAD_ID).is_in(part[LEAD_ID].implode()))
-            scored = score_chunk(bundle, explainer, part, part_events, as_of=as_of, catalog=catalog)
+        for scored in score_part(bundle, part, explainer=explainer, catalog=catalog, chunk_size=chunk_size):
             n_sql += int((scored["decision"] == SQL).sum())
             writer.write(scored, tmp)
-            progress.advance(task, part.height)
+            progress.advance(task, scored.height)
         writer.close(tmp)
     rejected = batch.quarantine.sort("table", "row")
     write_frame(rejected, quarantine)
