@@ -181,12 +181,11 @@ def cogroup(left: DataFrame, right: DataFrame | None, fn: Callable[[pa.Table, pa
             schema: pa.Schema) -> DataFrame:
     """Run `fn(left rows, right rows)` once per bucket (`right` None: leads alone)."""
     if right is None:
-        return left.groupBy(BUCKET).applyInArrow(partial(_one_side, fn), spark_schema(schema))
+        def one_side(table: pa.Table) -> pa.Table:  # a plain function: pyspark reads its type hints
+            return fn(table, None)
+
+        return left.groupBy(BUCKET).applyInArrow(one_side, spark_schema(schema))
     return left.groupBy(BUCKET).cogroup(right.groupBy(BUCKET)).applyInArrow(fn, spark_schema(schema))
-
-
-def _one_side(fn: Callable[[pa.Table, pa.Table | None], pa.Table], table: pa.Table) -> pa.Table:
-    return fn(table, None)
 
 
 # ---------------------------------------------------------------- the bundle, as files
