@@ -168,11 +168,13 @@ def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- the parent
 
 
-def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run this script as a child; return its JSON result plus its peak RSS (wait4) and wall time incl. startup."""
+def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+            script: Path | None = None) -> dict[str, Any]:
+    """Run this script (or `script`) as a child; return its JSON result plus its peak RSS (wait4) and wall time
+    incl. startup."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str((script or Path(__file__)).resolve()), *args], stdout=subprocess.PIPE,
+                            text=True, cwd=cwd, env=env)  # fmt: skip
     assert proc.stdout is not None
     text = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -204,7 +206,8 @@ def trained_repo(dest: Path, *, small: bool) -> tuple[Path, float | None]:
     return dest, time.perf_counter() - t
 
 
-def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[str, Any]:
+def batch_folder(leads: int, repo: Path, data_root: Path) -> tuple[Path, dict[str, Any], str]:
+    """The batch of `leads` new leads under data_root, made once: (folder, its manifest, made in / cached)."""
     folder = data_root / f"leadlift_bench_score_batch_{leads}"
     if not (folder / "manifest.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,7 +215,11 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[st
         note = f"made in {made['seconds']:.1f} s"
     else:
         note = "cached"
-    manifest = json.loads((folder / "manifest.json").read_text())
+    return folder, json.loads((folder / "manifest.json").read_text()), note
+
+
+def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[str, Any]:
+    folder, manifest, note = batch_folder(leads, repo, data_root)
     print(f"\n== {manifest['leads']:,} new leads, {manifest['events']:,} events, as of {manifest['as_of']} "
           f"({note}: {folder}) ==")
     (folder / "scored.parquet").unlink(missing_ok=True)

@@ -19,11 +19,6 @@ from features.errors import BadInput
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning",
                                         "ignore::ResourceWarning")
 
-needs_spark = [
-    pytest.mark.skipif(shutil.which("java") is None, reason="no `java` on PATH: the Spark engine needs a JDK 17+"),
-]
-
-
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
     """One local[2] SparkSession for every Spark test (it takes about 10 s to start)."""
