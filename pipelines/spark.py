@@ -55,7 +55,7 @@ from pipelines.io import BadInput, exit_codes, load_params, read_json, write_jso
 from pipelines.score import OUTPUT_SCHEMA, check_part, decision_time, score_part, source_of
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 ROW = C.ROW
 BUCKET = "_bucket"
@@ -106,7 +106,7 @@ def default_buckets(n_leads: int) -> int:
     return max(1, math.ceil(n_leads / LEADS_PER_BUCKET))
 
 
-def bucket_expr(buckets: int) -> Any:
+def bucket_expr(buckets: int) -> Column:
     """`xxhash64(lead_id) % buckets` (non-negative). The id is hashed as text, as the contract reads it, so every
     copy of an id lands in one bucket whatever its type in each table, and so does every null id."""
     from pyspark.sql import functions as F
@@ -128,7 +128,7 @@ def with_file_rows(frame: DataFrame) -> DataFrame:
     except AnalysisException:
         raise ValueError("a frame needs a `_row` column, or must be read from Parquet files (for _metadata.row_index)"
                          ) from None
-    offset: Any = F.lit(0)
+    offset: Column = F.lit(0)
     if len(frame.inputFiles()) > 1:
         counts = sorted((str(r["_file"]), int(r["count"])) for r in meta.groupBy("_file").count().collect())
         starts, total = [], 0

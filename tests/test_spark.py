@@ -197,3 +197,15 @@ def test_every_copy_of_an_id_and_every_null_id_lands_in_one_bucket(spark: Any) -
         buckets.setdefault(r["id"], set()).add(int(r["b"]))
     assert len(buckets) == 51 and all(len(b) == 1 for b in buckets.values())
     assert set().union(*buckets.values()) <= set(range(7)) and len(set().union(*buckets.values())) > 1
+
+
+def test_rows_of_a_folder_are_numbered_on_across_its_files_in_path_order(spark: Any, tmp_path: Path) -> None:
+    from pipelines.spark import with_file_rows
+
+    (tmp_path / "in").mkdir()
+    pl.DataFrame({"lead_id": ["c", "d", "e"]}).write_parquet(tmp_path / "in" / "part-2.parquet")
+    pl.DataFrame({"lead_id": ["a", "b"]}).write_parquet(tmp_path / "in" / "part-1.parquet")
+    rows = with_file_rows(spark.read.parquet(str(tmp_path / "in"))).collect()
+    assert sorted((r["_row"], r["lead_id"]) for r in rows) == [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]
+    one = with_file_rows(spark.read.parquet(str(tmp_path / "in" / "part-2.parquet"))).collect()
+    assert sorted((r["_row"], r["lead_id"]) for r in one) == [(1, "c"), (2, "d"), (3, "e")]
