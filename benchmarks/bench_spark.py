@@ -262,7 +262,7 @@ def extrapolate(result: dict[str, Any]) -> None:
         slots = executors * cores
         waves = math.ceil(n_buckets / slots)
         print(f"    {executors:3d} executors x {cores} cores = {slots:4d} slots: {waves:3d} waves x ~{bucket_s:.0f} s "
-              f"= ~{waves * bucket_s / 60:.0f} min of bucket work")
+              f"= ~{waves * bucket_s / 60:.1f} min of bucket work, plus session start, reading and the shuffle")
 
 
 def main() -> None:
