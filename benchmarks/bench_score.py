@@ -9,7 +9,8 @@ The bundle is real: a copy of the repo (tests/conftest.py copy_repo; default par
 registered the same bundle in <copy>/mlflow.db as `leadlift`. The batches come from
 `pipelines.generate.run_new_batch` (leads created in the 14 days before the snapshot, with their events).
 
-Each measurement runs in its own child process (peak RSS from wait4 is its own):
+Each measurement runs in its own child process (peak RSS from wait4 is its own); `--single-thread` holds every child
+to one thread (numba, polars, OpenMP, BLAS) to show what the second core buys:
 
 - leadlift: `pipelines.score.score_file` (read and check the batch, point-in-time features, calibrated probability,
   score, percentile, decision, exact TreeSHAP reasons and the handoff note for every SQL, Parquet output).
@@ -18,6 +19,9 @@ Each measurement runs in its own child process (peak RSS from wait4 is its own):
   on those rows; then `shap.TreeExplainer(booster).shap_values` on the rows it recommends (SQL). If SHAP on all SQLs
   would take more than 20 minutes, it is timed on a random sample of 20k SQL rows and extrapolated (said so).
   The peer writes no output and builds no notes: it is the least a user would write to get the same numbers.
+- floor:    read + `build_features` + the bundle's raw score (leadlift's LightGBM-free predictor) and decision +
+  leadlift's exact TreeSHAP on the SQL rows; no contract checks, no notes, no output. leadlift's time over the floor's
+  is what checks, reasons, notes and writing cost.
 
 Printed: leads/s of each, the ratio leadlift / peer, each phase of the peer, and peak RSS at each size (is it flat?).
 Timings are printed, never asserted.
@@ -83,6 +87,47 @@ def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
                         as_of=datetime.fromisoformat(manifest["as_of"]), quarantine=folder / "scored.quarantine.csv",
                         model=repo / "data" / "artifacts", console=Console(stderr=True, quiet=True))  # fmt: skip
     return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - c, **report}
+
+
+def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
+    """The floor of the job: read + `build_features` + the bundle's raw score and calibrated decision + leadlift's
+    exact TreeSHAP on the SQL rows. No contract checks, no notes, no output: what no scorer can do without."""
+    import numpy as np
+    import polars as pl
+
+    from features.build import build_features
+    from features.schema import LEAD_ID
+    from features.spec import to_matrix
+    from models.bundle import SQL
+    from models.treeshap import TreeShap
+    from pipelines.bundle import load_bundle
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    as_of = datetime.fromisoformat(manifest["as_of"])
+    phases: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), _cpu()
+    t = time.perf_counter()
+    bundle = load_bundle(repo / "data" / "artifacts")
+    explainer = TreeShap.from_model_string(bundle.booster.model_to_string())
+    spec = bundle.spec
+    phases["load bundle"] = time.perf_counter() - t
+    t = time.perf_counter()
+    leads = pl.read_parquet(folder / "leads.parquet")
+    events = pl.scan_parquet(folder / "events.parquet")
+    feats = build_features(leads.lazy(), events, spec["source_roles"], observation_days=int(spec["observation_days"]),
+                           windows=spec["windows"], as_of=as_of).collect()  # fmt: skip
+    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    X = to_matrix(feats, spec)
+    phases["read + build_features + matrix"] = time.perf_counter() - t
+    t = time.perf_counter()
+    p = bundle.calibrator.predict(explainer.margin(X))
+    sql = np.flatnonzero(bundle.decide(p) == SQL)
+    phases["raw score + calibrated decision"] = time.perf_counter() - t
+    t = time.perf_counter()
+    explainer.contributions(X[sql])
+    phases["exact TreeSHAP on the SQLs"] = time.perf_counter() - t
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "phases": phases, "rows": leads.height,
+            "sql": len(sql)}
 
 
 def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
@@ -206,6 +251,11 @@ def trained_repo(dest: Path, *, small: bool) -> tuple[Path, float | None]:
     return dest, time.perf_counter() - t
 
 
+#: Environment that holds every engine to one thread: numba (TreeSHAP), polars, OpenMP (LightGBM) and BLAS.
+SINGLE_THREAD = {"NUMBA_NUM_THREADS": "1", "POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1",
+                 "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def batch_folder(leads: int, repo: Path, data_root: Path) -> tuple[Path, dict[str, Any], str]:
     """The batch of `leads` new leads under data_root, made once: (folder, its manifest, made in / cached)."""
     folder = data_root / f"leadlift_bench_score_batch_{leads}"
@@ -218,16 +268,19 @@ def batch_folder(leads: int, repo: Path, data_root: Path) -> tuple[Path, dict[st
     return folder, json.loads((folder / "manifest.json").read_text()), note
 
 
-def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[str, Any]:
+def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_thread: bool = False
+               ) -> dict[str, Any]:
     folder, manifest, note = batch_folder(leads, repo, data_root)
     print(f"\n== {manifest['leads']:,} new leads, {manifest['events']:,} events, as of {manifest['as_of']} "
           f"({note}: {folder}) ==")
     (folder / "scored.parquet").unlink(missing_ok=True)
     load = os.getloadavg()[0]
-    ours = measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo)], cwd=repo)
+    thread_env = {**os.environ, **(SINGLE_THREAD if single_thread else {})}
+    ours = measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo)], cwd=repo, env=thread_env)
+    floor = measure(["--child", "floor", "--dir", str(folder), "--repo", str(repo)], cwd=repo, env=thread_env)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     peer = measure(["--child", "peer", "--dir", str(folder), "--repo", str(repo), "--version", str(version)],
-                   cwd=repo, env=env)  # fmt: skip
+                   cwd=repo, env={**env, **thread_env})  # fmt: skip
     print(f"load average: {load:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
     n = ours["scored"]
     print(
@@ -236,6 +289,11 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[st
         f"(child incl. startup {ours['process_seconds']:.1f} s); {ours['sql']:,} SQL with reasons + notes; "
         f"rows in {ours['rows_in']:,} = scored {ours['scored']:,} + quarantined {ours['quarantined']:,}"
     )
+    print(f"floor (read + features + predict + TreeSHAP on SQLs): {floor['seconds']:8.2f} s wall, "
+          f"CPU {floor['cpu_seconds']:.1f} s, {floor['rows'] / floor['seconds']:,.0f} leads/s, "
+          f"peak RSS {floor['peak_rss_gb']:.2f} GB; {floor['sql']:,} SQL")
+    for phase, secs in floor["phases"].items():
+        print(f"    floor {phase:<47} {secs:8.2f} s")
     flag = " (includes an EXTRAPOLATED shap time)" if peer["shap_extrapolated"] else ""
     print(f"peer (MLflow pyfunc + shap.TreeExplainer):     {peer['seconds']:8.2f} s wall{flag}, "
           f"{peer['rows'] / peer['seconds']:,.0f} leads/s, peak RSS {peer['peak_rss_gb']:.2f} GB "
@@ -259,8 +317,10 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path) -> dict[st
         print(f"same model, same rows: {peer['compared_rows']:,} compared, max |probability difference| "
               f"{peer['max_abs_prob_diff']:.2e}, decision mismatches {peer['decision_mismatches']}")
     ratio = (n / ours["seconds"]) / (peer["rows"] / peer["seconds"])
-    print(f"ratio leadlift leads/s / peer leads/s: {ratio:.2f}x")
-    return {"leads": n, "ours": ours, "peer": peer}
+    print(f"ratio leadlift leads/s / peer leads/s: {ratio:.2f}x (aim >= 5x at 1M leads)")
+    print(f"ratio leadlift time / floor time: {ours['seconds'] / floor['seconds']:.2f}x (aim <= 1.5x)"
+          + (" [single thread]" if single_thread else ""))
+    return {"leads": n, "ours": ours, "peer": peer, "floor": floor}
 
 
 def main() -> None:
@@ -269,7 +329,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", help="new-lead counts (default 100000 1000000)")
     ap.add_argument("--repo", type=Path, help="a repo copy to (re)use for the bundle (default under --data)")
     ap.add_argument("--data", type=Path, default=Path("/tmp"), help="where the repo copy and batches are kept")
-    ap.add_argument("--child", choices=["batch", "leadlift", "peer"], help=argparse.SUPPRESS)
+    ap.add_argument("--single-thread", action="store_true",
+                    help="hold numba, polars, OpenMP and BLAS to one thread in every measured child")
+    ap.add_argument("--child", choices=["batch", "leadlift", "floor", "peer"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--leads", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--version", type=int, help=argparse.SUPPRESS)
@@ -280,6 +342,8 @@ def main() -> None:
             out = make_batch(args.dir, args.leads, args.repo)
         elif args.child == "leadlift":
             out = run_leadlift(args.dir, args.repo)
+        elif args.child == "floor":
+            out = run_floor(args.dir, args.repo)
         else:
             out = run_peer(args.dir, args.repo, args.version)
         print(json.dumps(out))
@@ -306,7 +370,8 @@ def main() -> None:
           + (f"dvc repro evaluate took {repro_seconds:.0f} s" if repro_seconds is not None else "reused")
           + f"); {train['best_iteration']} trees, {train['train_rows']:,} train rows; threshold score "
           f"{threshold.get('threshold_score')}; registered as models:/leadlift/{registry['version']}")
-    results = [bench_size(n, repo, int(registry["version"]), data_root) for n in sizes]
+    results = [bench_size(n, repo, int(registry["version"]), data_root, single_thread=args.single_thread)
+               for n in sizes]
     if len(results) > 1:
         a, b = results[0], results[-1]
         scale = b["leads"] / a["leads"]

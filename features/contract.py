@@ -19,6 +19,7 @@ outcome to it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ from features.schema import (
     CREATED_AT,
     EVENT_TYPE,
     EVENT_TYPES,
+    EVENT_VALUE,
     LEAD_ID,
     LEGACY_SCORE,
     OCCURRED_AT,
@@ -50,6 +52,10 @@ REASON_COLUMN = "_reason_column"
 #: Whether a lead id belongs to a clean lead (events and outcomes of quarantined leads are quarantined too).
 LEAD_OK = "_lead_ok"
 _RAW = "_raw:"
+#: Prefix of a column holding the text a typed column was parsed from (the mapping may set it for the contract).
+RAW_PREFIX = _RAW
+#: The event source a row came from, when `events:` is a list of sources (quarantine rows name it: events:<name>).
+SOURCE = "_source"
 
 TABLES: tuple[str, ...] = ("leads", "events", "outcomes")
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
@@ -96,6 +102,13 @@ class TimeFormat:
 
     format: str | None = None
     timezone: str = "UTC"
+    #: A date without a time is known at the end of that day (events: never seen before they happened).
+    end_of_day: bool = False
+
+
+def origin_column(column: str) -> str:
+    """A per-row column naming the source column of `column` (events from several sources): quarantine rows use it."""
+    return f"_origin:{column}"
 
 
 @dataclass(frozen=True)
@@ -149,7 +162,7 @@ def timestamp_expr(column: str, dtype: pl.DataType, fmt: TimeFormat | None = Non
             return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
         return _localise(col.dt.cast_time_unit("us"), fmt.timezone)
     if isinstance(dtype, pl.Date):
-        return _localise(col.cast(pl.Datetime("us")), fmt.timezone)
+        return _localise(_day_end(col.cast(pl.Datetime("us")), fmt), fmt.timezone)
     if fmt.format in EPOCH_FORMATS:
         unit = EPOCH_FORMATS[fmt.format]
         text = col if dtype.is_numeric() else col.cast(pl.String).str.strip_chars()
@@ -158,14 +171,26 @@ def timestamp_expr(column: str, dtype: pl.DataType, fmt: TimeFormat | None = Non
         return epoch.dt.cast_time_unit("us").dt.replace_time_zone("UTC")
     text = col.cast(pl.String).str.strip_chars()
     formats = [fmt.format] if fmt.format else list(AUTO_FORMATS)
-    return pl.coalesce([_parse_text(text, f, fmt.timezone) for f in formats])
+    return pl.coalesce([_parse_text(text, f, fmt) for f in formats])
 
 
-def _parse_text(text: pl.Expr, fmt: str, zone: str) -> pl.Expr:
+def _parse_text(text: pl.Expr, fmt: str, how: TimeFormat) -> pl.Expr:
     parsed = text.str.to_datetime(fmt, strict=False, time_unit="us")
     if any(z in fmt for z in ("%z", "%#z", "%:z")):
         return parsed.dt.convert_time_zone("UTC")
-    return _localise(parsed, zone)
+    if not _TIME_OF_DAY.search(fmt):
+        parsed = _day_end(parsed, how)
+    return _localise(parsed, how.timezone)
+
+
+#: strftime directives that carry a time of day; a format without any is date-only.
+_TIME_OF_DAY = re.compile(r"%[-#]?[HIMSTRrcfpPklsX]")
+_END_OF_DAY = pl.duration(days=1) - pl.duration(seconds=1)
+
+
+def _day_end(day_start: pl.Expr, how: TimeFormat) -> pl.Expr:
+    """A date-only time, as its last second when the column says so (TimeFormat.end_of_day)."""
+    return day_start + _END_OF_DAY if how.end_of_day else day_start
 
 
 def _localise(naive: pl.Expr, zone: str) -> pl.Expr:
@@ -315,8 +340,10 @@ def annotate_events(
     limit: datetime,
     origins: Mapping[str, str] | None = None,
     file: str | None = None,
+    event_types: Sequence[str] = EVENT_TYPES,
 ) -> Checked:
-    """Type the events table and give each bad row a reason; an event type outside the vocabulary becomes "other".
+    """Type the events table and give each bad row a reason; an event type outside the vocabulary (`event_types`:
+    the built-in ones plus a mapping's own) becomes "other". An optional numeric `value` column rides along.
 
     Checks, in order: missing lead_id, unknown lead, lead quarantined, missing / unparseable / future occurred_at,
     missing event_type. `leads` is `lead_ids(...)` of the checked leads table.
@@ -326,7 +353,9 @@ def annotate_events(
     names = origins or {}
     _require(schema.names(), [LEAD_ID, OCCURRED_AT, EVENT_TYPE], file=file, names=names)
     raw_type = pl.col(EVENT_TYPE).cast(pl.String)
-    kind = pl.when(raw_type.is_in(list(EVENT_TYPES))).then(raw_type).otherwise(pl.lit(OTHER_EVENT))
+    kind = pl.when(raw_type.is_in(list(event_types))).then(raw_type).otherwise(pl.lit(OTHER_EVENT))
+    has_value = EVENT_VALUE in schema
+    extra = [c for c in schema.names() if c == SOURCE or c.startswith("_origin:")]
     frame = frame.select(
         pl.col(ROW),
         *_pre_reason(schema),
@@ -335,6 +364,8 @@ def annotate_events(
         lead_id_expr(schema[LEAD_ID]).alias(LEAD_ID),
         timestamp_expr(OCCURRED_AT, schema[OCCURRED_AT], time_format).alias(OCCURRED_AT),
         pl.when(raw_type.is_null()).then(None).otherwise(kind).alias(EVENT_TYPE),
+        *([numeric_expr(EVENT_VALUE, schema[EVENT_VALUE]).alias(EVENT_VALUE)] if has_value else []),
+        *[pl.col(c) for c in extra],
     ).with_columns(leads.status().alias(LEAD_OK))
     rules = [
         *_lead_rules(),
@@ -342,8 +373,8 @@ def annotate_events(
         (pl.col(EVENT_TYPE).is_null(), EVENT_TYPE, MISSING_EVENT_TYPE),
     ]
     parsed = {OCCURRED_AT: (names.get(OCCURRED_AT, OCCURRED_AT), True)}
-    return Checked("events", file, _apply_rules(frame, rules, names), [LEAD_ID, OCCURRED_AT, EVENT_TYPE], parsed,
-                   OCCURRED_AT)
+    columns = [LEAD_ID, OCCURRED_AT, EVENT_TYPE, *([EVENT_VALUE] if has_value else [])]
+    return Checked("events", file, _apply_rules(frame, rules, names), columns, parsed, OCCURRED_AT)
 
 
 def annotate_outcomes(
@@ -410,8 +441,12 @@ def clean(checked: Checked, *, any_quarantined: bool = True) -> pl.LazyFrame:
 
 def quarantine(checked: Checked) -> pl.LazyFrame:
     """The rows that failed: table, row, lead_id, column, reason."""
+    schema = checked.annotated.collect_schema()
+    table = pl.lit(checked.table, dtype=pl.String)
+    if SOURCE in schema:
+        table = pl.concat_str(table, pl.lit(":"), pl.col(SOURCE))
     return checked.annotated.filter(pl.col(REASON).is_not_null()).select(
-        pl.lit(checked.table, dtype=pl.String).alias("table"),
+        table.alias("table"),
         pl.col(ROW).cast(pl.Int64).alias("row"),
         pl.col(LEAD_ID),
         pl.col(REASON_COLUMN).alias("column"),
@@ -433,6 +468,8 @@ def summary_exprs(checked: Checked) -> list[pl.Expr]:
     aggs: list[pl.Expr] = [
         pl.len().alias("rows_in"),
         pl.col(REASON).drop_nulls().value_counts(name="n").implode().alias("by_reason"),
+        pl.concat_str(pl.col(REASON), pl.lit(" ("), pl.col(REASON_COLUMN).fill_null("?"), pl.lit(")"))
+        .drop_nulls().value_counts(name="n").implode().alias("by_reason_column"),
     ]
     for col in checked.parsed:
         if _RAW + col not in schema:  # arrived typed: nothing can fail to parse
@@ -499,12 +536,14 @@ def counts(facts: Mapping[str, Any]) -> dict[str, Any]:
     """rows_in, rows_out, quarantined and by reason for one table (from `summary`, plus "other_event_types" when
     the caller adds it); rows_in = rows_out + quarantined by construction: every row has one reason or none."""
     by_reason = {str(r[REASON]): int(r["n"]) for r in facts.get("by_reason") or []}
+    by_column = {str(next(iter(r.values()))): int(r["n"]) for r in facts.get("by_reason_column") or []}
     quarantined = sum(by_reason.values())
     out: dict[str, Any] = {
         "rows_in": int(facts["rows_in"]),
         "rows_out": int(facts["rows_in"]) - quarantined,
         "quarantined": quarantined,
         "by_reason": dict(sorted(by_reason.items())),
+        "by_reason_and_column": dict(sorted(by_column.items())),
     }
     if "other_event_types" in facts:
         out["other_event_types"] = int(facts["other_event_types"] or 0)
@@ -543,6 +582,7 @@ def validate(
     now: datetime | None = None,
     files: Mapping[str, str] | None = None,
     origins: Mapping[str, Mapping[str, str]] | None = None,
+    event_types: Sequence[str] = EVENT_TYPES,
     file_checks: bool = True,
 ) -> ContractResult:
     """Check canonical tables eagerly (small data, tests, `leadlift validate`); raises BadInput on file-level
@@ -563,7 +603,8 @@ def validate(
     tables = [checked_leads]
     if events is not None:
         tables.append(annotate_events(events, leads=status, time_format=fmts.get(OCCURRED_AT), limit=limit,
-                                      origins=origins.get("events"), file=files.get("events")))
+                                      origins=origins.get("events"), file=files.get("events"),
+                                      event_types=event_types))
     if outcomes is not None:
         tables.append(annotate_outcomes(outcomes, leads=status, time_format=fmts.get(CONVERTED_AT), limit=limit,
                                         origins=origins.get("outcomes"), file=files.get("outcomes")))
@@ -656,15 +697,20 @@ def _pre_reason(schema: pl.Schema) -> list[pl.Expr]:
 
 def _raw_copies(schema: pl.Schema, columns: Sequence[str]) -> list[pl.Expr]:
     """Keep the raw value of a column that gets parsed from text, to tell "missing" from "does not parse"."""
-    return [pl.col(c).alias(_RAW + c) for c in columns if c in schema and _needs_parse(schema[c])]
+    return [pl.col(_RAW + c) if _RAW + c in schema else pl.col(c).alias(_RAW + c)
+            for c in columns if c in schema and (_RAW + c in schema or _needs_parse(schema[c], c))]
 
 
-def _needs_parse(dtype: pl.DataType) -> bool:
+def _needs_parse(dtype: pl.DataType, column: str | None = None) -> bool:
+    """Whether a value can fail to parse: text can; a number can too when it must become a timestamp (a column of
+    integers that are not epoch times, which would otherwise turn into missing values without a word)."""
+    if column in (CREATED_AT, OCCURRED_AT, CONVERTED_AT):
+        return not isinstance(dtype, pl.Datetime | pl.Date)
     return not (isinstance(dtype, pl.Datetime | pl.Date | pl.Boolean) or dtype.is_numeric())
 
 
 def _unparsed(column: str, schema: pl.Schema) -> pl.Expr:
-    if not _needs_parse(schema[column]):
+    if not (_RAW + column in schema or _needs_parse(schema[column], column)):
         return pl.lit(False)
     return pl.col(_RAW + column).is_not_null() & pl.col(column).is_null()
 
@@ -673,7 +719,7 @@ def _timestamp_rules(column: str, limit: datetime, *, required: bool,
                      schema: pl.Schema) -> list[tuple[pl.Expr, str, str]]:
     """Missing (required only), present but unparseable, and after `limit`."""
     col = pl.col(column)
-    parsed_from_text = column in schema and _needs_parse(schema[column])
+    parsed_from_text = column in schema and (_RAW + column in schema or _needs_parse(schema[column], column))
     raw_missing = pl.col(_RAW + column).is_null() if parsed_from_text else pl.lit(True)
     rules: list[tuple[pl.Expr, str, str]] = []
     if required:
@@ -704,9 +750,11 @@ def _apply_rules(frame: pl.LazyFrame, rules: Sequence[tuple[pl.Expr, str, str]],
     """One reason per row: the mapping's own, else the first rule that holds. Vectorised: one when/then chain."""
     reason: Any = pl.when(pl.col(REASON).is_not_null()).then(pl.col(REASON))
     column: Any = pl.when(pl.col(REASON).is_not_null()).then(pl.col(REASON_COLUMN))
+    present = set(frame.collect_schema().names())
     for cond, col, why in rules:
         reason = reason.when(cond).then(pl.lit(why))
-        column = column.when(cond).then(pl.lit(names.get(col, col)))
+        per_row = origin_column(col)
+        column = column.when(cond).then(pl.col(per_row) if per_row in present else pl.lit(names.get(col, col)))
     return frame.with_columns(
         reason.otherwise(None).cast(pl.String).alias(REASON),
         column.otherwise(None).cast(pl.String).alias(REASON_COLUMN),

@@ -1,83 +1,58 @@
 """Source mappings: bring a real export (any file layout, any column names) into the canonical tables by configuration.
 
-A mapping is a small YAML file (sources/*.yaml) that `pipelines` reads; this module validates the parsed dict
-(`load_mapping`, clear errors for unknown keys and impossible combinations), says how to read each file
-(`read_spec`), and applies the mapping to frames already read (`apply_mapping`): renames, missing-value markers,
-value maps, the lead id, the creation time (a column, or pseudo-times spread over a span when the export has none),
-the target, and the column roles. It does no I/O. The result goes to `features.contract` for the row checks.
+A mapping is a small YAML file (sources/*.yaml) that `pipelines` reads. Its keys are the typed models of
+`features.mapping_schema` (unknown keys are refused with a "did you mean"); docs/mapping.md is the reference, with
+worked examples in sources/examples/. This module validates the parsed dict (`load_mapping`: clear errors for
+unknown keys, impossible combinations and note templates that name nothing), says how to read each file
+(`sections`, `read_spec`), and applies the mapping to frames already read (`apply_mapping`). It does no I/O.
 
-Format reference (every key except `name` and `leads` is optional; see sources/*.yaml for worked examples)::
+Every table section is applied in one fixed order, at training and scoring time alike:
 
-    name: acme_crm                    # shown in reports and source.json
-    snapshot_at: 2025-06-30           # when the export was taken; default: the newest timestamp in the data
-    null_values: [unknown]            # text values that mean "missing" in every text column of every table
-    leads:
-      path: data/raw/leads.csv        # relative to the working directory (the project root)
-      format: csv                     # csv | parquet; default from the extension
-      csv: {separator: ";", quote: '"', encoding: utf8, null_values: ["NA"], infer_schema_length: null}
-      schema: {nr.employed: float}    # read types by *file* column name (CSV only); types are inferred from
-                                      # the whole file unless csv.infer_schema_length is given
-      rename: {Lead Source: lead_source}   # applied first: every key below uses the new names
-      null_values: [Select]           # like the global list, for this table only
-      value_maps: {lead_source: {google: Google}, pdays: {999: null}}
-      lead_id: Prospect ID            # a column (default: lead_id), or {column: X}, or {row_number: true, prefix: "r"}
-      created_at: {column: Created, format: "%d/%m/%Y %H:%M", timezone: Europe/Berlin}
-      # or {order_by: Lead Number, start: 2019-01-01, end: 2019-12-31, descending: false}
-      # or {row_order: true, start: 2008-05-01, end: 2010-11-30}
-      target: {column: Converted, positive: [1], negative: [0], converted_at: {column: Won On}}
-      categorical: {lead_source: {group: lead_source, description: "...", parse: seniority, reason: {...}}}
-      numeric: {total_visits: {group: research, description: "...", min: 0, max: null, reason: {...}}}
-      # reason: the sentence a note uses when this column is its group's strongest: {for: "...", against: "..."},
-      # each a text or a list of {if: "col > 0", text: "..."} variants; {value} is this column's value, {other_col}
-      # any feature's. The source's own words beat the catalog's generic fallback for the group.
-      who: ["{job} client, {age} years old"]   # who the lead is, first template whose values all exist
-      what_happened: ["{total_visits|visit} to the site so far"]   # for sources without events: their totals
-      legacy_score: Score             # the rule-based 0-100 score being replaced (never a feature)
-      pii: [name, email]              # kept for notes, never features
-      notes_allowed: [name]           # columns a rep may see in a handoff note
-      keep: [account_id]              # carried through unchanged, no role
-      drop_leaky: [Tags]              # dropped, and listed as leaky in source.json and the report
-      after_outcome: [campaign]       # kept, but recorded after the outcome: the leak guard refuses them as features
-    events:
-      path: ...; format / csv / schema / rename / null_values / value_maps as above
-      lead_id: {column: lead_id}
-      occurred_at: {column: occurred_at, format: null, timezone: UTC}
-      event_type: {column: activity, map: {"Pricing Page Visit": page_pricing}}   # unknown types become "other"
-    outcomes:                         # or leads.target, not both
-      path: ...; format / csv / schema / rename / null_values / value_maps as above
-      lead_id: {column: lead_id}      # or join: {column: contact_email, leads_column: email} (a won-deals table)
-      converted: {column: stage, positive: [won], negative: [lost]}  # default: a `converted` column, else
-                                      # "converted = converted_at is set"
-      converted_at: {column: closed_at, format: null}
-      duplicates: quarantine          # quarantine (every copy) | earliest (keep the earliest; default with join)
-    truth: {path: data/raw/truth.parquet}   # synthetic data only; only evaluation reads it
-    params: {calibrate: {...}}        # params.yaml overrides used by `leadlift run-source` (not read here)
+    read -> rename -> null_values (and empty text) -> join (lookup tables) -> derive (SQL expressions)
+         -> filter (SQL predicate; skipped rows are counted, never quarantined) -> value_maps -> roles
 
-Columns of the leads file that no key mentions are dropped and listed in the report. Pseudo-times (`order_by`,
-`row_order`) are spread evenly over [start, end] in the order given, so everything measured per unit of time
-downstream (handoffs per week, the time split's boundaries) depends on that stated span, not on real dates.
+then `features.contract` checks the rows. `events:` is one source or a list of sources, each with its own steps,
+unioned into the canonical events table. Nothing in a mapping runs Python: `derive` and `filter` are SQL read by
+`polars.sql_expr`. Pseudo-times (`order_by`, `row_order`) are spread evenly over [start, end] in the order given, so
+everything measured per unit of time downstream depends on that stated span, not on real dates.
 """
 
 from __future__ import annotations
 
 import codecs
 import difflib
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import PurePath
 from typing import Any
 
 import polars as pl
+from pydantic import ValidationError
 
-from features.contract import REASON, REASON_COLUMN, ROW, BadInput, TimeFormat, check_layout, require_columns
+from features.contract import (
+    RAW_PREFIX,
+    REASON,
+    REASON_COLUMN,
+    ROW,
+    SOURCE,
+    BadInput,
+    TimeFormat,
+    check_layout,
+    numeric_expr,
+    origin_column,
+    require_columns,
+)
 from features.contract import timestamp_expr as _timestamp_expr
+from features.mapping_schema import SourceMapping, unknown_key, validation_message
 from features.schema import (
     CONVERTED,
     CONVERTED_AT,
     CREATED_AT,
     EVENT_TYPE,
     EVENT_TYPES,
+    EVENT_VALUE,
     GROUPS,
     LEAD_ID,
     LEGACY_SCORE,
@@ -87,25 +62,6 @@ from features.schema import (
     utc,
 )
 
-_TABLE_KEYS = {"path", "format", "csv", "schema", "rename", "null_values", "value_maps"}
-KEYS: dict[str, set[str]] = {
-    "top": {"name", "description", "snapshot_at", "null_values", "leads", "events", "outcomes", "truth", "params"},
-    "leads": _TABLE_KEYS | {"lead_id", "created_at", "target", "categorical", "numeric", "legacy_score", "pii",
-                            "notes_allowed", "keep", "drop_leaky", "after_outcome", "who", "what_happened"},
-    "events": _TABLE_KEYS | {"lead_id", "occurred_at", "event_type"},
-    "outcomes": _TABLE_KEYS | {"lead_id", "join", "converted", "converted_at", "duplicates"},
-    "csv": {"separator", "quote", "encoding", "null_values", "infer_schema_length"},
-    "lead_id": {"column", "row_number", "prefix"},
-    "time_column": {"column", "format", "timezone"},
-    "created_at": {"column", "format", "timezone", "order_by", "row_order", "start", "end", "descending"},
-    "target": {"column", "positive", "negative", "converted_at"},
-    "converted": {"column", "positive", "negative"},
-    "join": {"column", "leads_column"},
-    "event_type": {"column", "map"},
-    "categorical": {"group", "description", "parse", "reason"},
-    "numeric": {"group", "description", "reason", "min", "max"},
-    "truth": {"path"},
-}
 FORMATS = ("csv", "parquet")
 PARSERS = ("seniority",)
 DUPLICATES = ("quarantine", "earliest")
@@ -124,6 +80,15 @@ UNKNOWN_JOIN_KEY = "no lead with this join key"
 AMBIGUOUS_JOIN_KEY = "join key matches several leads"
 REPEAT_OUTCOME = "repeat outcome for the lead (earliest kept)"
 TARGET_UNRECOGNISED = "unrecognised target value"
+#: The table key of a single events source; a source of a list is "events:<name>".
+EVENTS = "events"
+SENIORITY_LEVELS = ("executive", "vp", "director", "manager", "student", "individual_contributor")
+_NAME = re.compile(r"^[A-Za-z_]\w*$")
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_PLACEHOLDER = re.compile(r"^(\w+)(?:\|[^}|]+(?:\|[^}]+)?)?$")
+_CONDITION_NAME = re.compile(r"^\s*(\w+)\s*(?:>=|<=|==|!=|>|<)")
+#: Names a note template may use besides columns and features: values `models.reasons.derived_values` adds.
+_TEMPLATE_EXTRAS = re.compile(r"^(value|seniority_label|last_high_intent_action|(research|demo_trial)_\d+d)$")
 
 
 class MappingError(BadInput):
@@ -164,31 +129,47 @@ class Mapped:
     origins: dict[str, dict[str, str]]
     #: table -> {"leaky": [...], "undeclared": [...], "used_for_roles": [...]}.
     dropped: dict[str, dict[str, list[str]]]
+    #: section key -> a one-row frame counting the rows its `filter` skipped (sections with a filter only).
+    skipped: dict[str, pl.LazyFrame] = field(default_factory=dict)
+    #: The event vocabulary: built-in types, then the mapping's own (unknown raw types become "other").
+    event_types: tuple[str, ...] = EVENT_TYPES
 
 
 # ---------------------------------------------------------------- load and validate
 
 
-def load_mapping(raw: Mapping[str, Any] | None, *, origin: str = "source mapping") -> dict[str, Any]:
-    """Validate a parsed mapping; return it with defaults filled. Raises MappingError naming the key and the fix."""
+def load_mapping(raw: Mapping[str, Any] | None, *, origin: str = "source mapping",
+                 require_target: bool = True) -> dict[str, Any]:
+    """Validate a parsed mapping; return it with defaults filled. Raises MappingError naming the key and the fix.
+
+    `require_target=False` loads a mapping for scoring new leads, which have no outcome yet.
+    """
     if not isinstance(raw, Mapping):
         raise MappingError(origin, "a source mapping must be a YAML mapping with at least `name` and `leads`")
-    _known(raw, "top", "", origin)
+    raw = _yaml_on_key(raw)
+    problem = unknown_key(raw)
+    if problem:
+        raise MappingError(origin, problem)
     for key in ("name", "leads"):
         if key not in raw:
             raise MappingError(origin, f"missing required key {key!r}")
+    try:
+        SourceMapping.model_validate(raw)
+    except ValidationError as e:
+        raise MappingError(origin, validation_message(e)) from None
     m: dict[str, Any] = {"name": str(raw["name"]),
                          "null_values": _str_list(raw.get("null_values"), "null_values", origin)}
     m["snapshot_at"] = _instant(raw["snapshot_at"], "snapshot_at", origin) if raw.get("snapshot_at") else None
-    m["leads"] = _load_leads(_section(raw, "leads", origin), origin)
-    m["events"] = _load_events(_section(raw, "events", origin), origin) if raw.get("events") else None
-    m["outcomes"] = _load_outcomes(_section(raw, "outcomes", origin), origin) if raw.get("outcomes") else None
+    m["groups"] = _groups(raw.get("groups"), origin)
+    m["event_types"] = _event_types(raw.get("event_types"), m["groups"], origin)
+    m["leads"] = _load_leads(_section(raw, "leads", origin), m, origin)
+    m["events"] = _load_events(raw["events"], m, origin) if raw.get("events") else None
+    m["outcomes"] = _load_outcomes(_section(raw, "outcomes", origin), m, origin) if raw.get("outcomes") else None
     truth = raw.get("truth")
     if isinstance(truth, Mapping):
-        _known(truth, "truth", "truth.", origin)
         truth = truth.get("path")
     m["truth"] = str(truth) if truth else None
-    if m["outcomes"] is None and m["leads"]["target"] is None:
+    if require_target and m["outcomes"] is None and m["leads"]["target"] is None:
         raise MappingError(origin, "no target: give `outcomes:` (a table) or `leads.target: {column, positive}`")
     if m["outcomes"] is not None and m["leads"]["target"] is not None:
         raise MappingError(origin, "give the target once: `outcomes:` or `leads.target`, not both")
@@ -199,12 +180,53 @@ def load_mapping(raw: Mapping[str, Any] | None, *, origin: str = "source mapping
         raise MappingError(origin, "outcomes.lead_id cannot be a row number; use a column or `join`")
     if outcomes is not None and m["leads"]["lead_id"].get("row_number") and not outcomes.get("join"):
         raise MappingError(origin, "leads.lead_id is a row number: the outcomes need `join` on a leads column")
+    valued = [s["name"] for s in m["events"] or [] if s["value"]]
+    if valued and not any(t.get("value") for t in m["event_types"].values()):
+        raise MappingError(origin, f"event source {valued[0]!r} gives a `value` column, but no declared event type "
+                                   "says what it means: add `value: {description, unit}` to the types it belongs to")
+    _check_templates(m, origin)
     return m
 
 
+def _yaml_on_key(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """YAML 1.1 reads a bare `on:` key as the boolean true; a lookup join's `on:` means the word."""
+    def fix(join: Any) -> Any:
+        if isinstance(join, list):
+            return [fix(j) for j in join]
+        if isinstance(join, Mapping) and True in join and "on" not in join:
+            return {("on" if k is True else k): v for k, v in join.items()}
+        return join
+
+    out = dict(raw)
+    for key in ("leads", "events"):
+        sections_ = out.get(key)
+        items = sections_ if isinstance(sections_, list) else [sections_]
+        fixed = [{**s, "join": fix(s["join"])} if isinstance(s, Mapping) and "join" in s else s for s in items]
+        out[key] = fixed if isinstance(sections_, list) else fixed[0]
+    return out
+
+
+def event_vocabulary(mapping_or_source: Mapping[str, Any]) -> tuple[str, ...]:
+    """Built-in event types followed by the mapping's own (from a loaded mapping or a source.json)."""
+    return (*EVENT_TYPES, *(mapping_or_source.get("event_types") or {}))
+
+
+def sections(mapping: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every file the mapping reads, by table key: leads, events (or events:<name> per source), outcomes, and each
+    lookup table as <key>.join<n>."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in [mapping.get("leads"), *(mapping.get("events") or []), mapping.get("outcomes")]:
+        if spec is None:
+            continue
+        out[spec["key"]] = spec
+        for lookup in spec.get("join_tables") or []:
+            out[lookup["key"]] = lookup
+    return out
+
+
 def read_spec(mapping: Mapping[str, Any], table: str, *, path: str | None = None) -> ReadSpec:
-    """How to read `table` ("leads", "events" or "outcomes"); `path` overrides the mapping's."""
-    t = mapping[table]
+    """How to read the file of section `table` (a key of `sections`); `path` overrides the mapping's."""
+    t = sections(mapping)[table]
     csv = t.get("csv") or {}
     return ReadSpec(
         table=table,
@@ -253,14 +275,16 @@ def apply_mapping(
 ) -> Mapped:
     """Canonical-named frames (not yet typed or checked) from the frames read per `read_spec`.
 
-    `tables` holds "leads" and, when the mapping has them, "events" and "outcomes". Each gets ROW, its 1-based data
-    row, before anything else, so row numbers in messages and the quarantine point into the file.
+    `tables` holds a frame per key of `sections(mapping)` ("leads", "events" or "events:<name>", "outcomes", and the
+    lookup tables). Each gets ROW, its 1-based data row, before anything else, so row numbers in messages and the
+    quarantine point into the file.
     """
     files = dict(files or {})
-    for t in ("leads", "events", "outcomes"):
-        files.setdefault(t, str(mapping[t]["path"]) if mapping.get(t) else t)
+    for key, spec in sections(mapping).items():
+        files.setdefault(key, str(spec["path"]))
+    skipped: dict[str, pl.LazyFrame] = {}
     spec = mapping["leads"]
-    leads = _prepare(tables["leads"], spec, mapping, files["leads"])
+    leads = _prepare(tables["leads"], spec, mapping, files["leads"], tables, files, skipped)
     present = leads.collect_schema().names()
     lid_expr, lid_origin, lid_cols = _lead_id(spec["lead_id"], present, files["leads"])
     created, created_origin, created_cols, time_basis = _created_at(spec["created_at"], present, files["leads"])
@@ -303,11 +327,11 @@ def apply_mapping(
     }}  # fmt: skip
     time_formats = {CREATED_AT: spec["created_at"]["time_format"]} if spec["created_at"].get("column") else {}
 
+    vocabulary = event_vocabulary(mapping)
     events = None
     if mapping.get("events") is not None:
-        events, origins["events"], dropped["events"], event_format = _apply_events(
-            tables["events"], mapping["events"], mapping, files["events"])
-        time_formats[OCCURRED_AT] = event_format
+        events, origins["events"], dropped["events"] = _apply_events(mapping, tables, files, skipped)
+        time_formats[OCCURRED_AT] = TimeFormat()  # parsed per source by the mapping
     outcomes = None
     outcome_format: TimeFormat | None = None
     if target is not None:
@@ -315,7 +339,7 @@ def apply_mapping(
         dropped["outcomes"] = {"leaky": [], "undeclared": []}
     elif mapping.get("outcomes") is not None:
         outcomes, origins["outcomes"], dropped["outcomes"], outcome_format = _apply_outcomes(
-            tables["outcomes"], mapping["outcomes"], mapping, files["outcomes"], base)
+            mapping["outcomes"], mapping, files["outcomes"], base, tables, files, skipped)
     if outcome_format is not None:
         time_formats[CONVERTED_AT] = outcome_format
     has_times = bool((target and target["converted_at"]) or (mapping.get("outcomes") or {}).get("converted_at"))
@@ -324,14 +348,17 @@ def apply_mapping(
         leads=leads_out, events=events, outcomes=outcomes, source=source,
         categorical=list(spec["categorical"]), numeric={c: dict(v) for c, v in spec["numeric"].items()},
         legacy_score=bool(legacy), passthrough=passthrough, time_formats=time_formats, origins=origins,
-        dropped=dropped,
+        dropped=dropped, skipped=skipped, event_types=vocabulary,
     )  # fmt: skip
 
 
 def describe(mapping: Mapping[str, Any], *, has_outcome_times: bool, time_basis: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved source description written to data/interim/source.json (snapshot_at filled by `finalize`)."""
+    """The resolved source description written to data/interim/source.json (snapshot_at filled by `finalize`).
+
+    The mapping's own event types and groups appear only when it declares some, so a source without them describes
+    itself exactly as before they existed."""
     spec = mapping["leads"]
-    return {
+    out: dict[str, Any] = {
         "name": mapping["name"],
         "categorical": {c: _meta(v) for c, v in spec["categorical"].items()},
         "numeric": {c: _meta(v) for c, v in spec["numeric"].items()},
@@ -349,6 +376,11 @@ def describe(mapping: Mapping[str, Any], *, has_outcome_times: bool, time_basis:
         "truth": mapping.get("truth"),
         "time_basis": dict(time_basis),
     }
+    if mapping.get("event_types"):
+        out["event_types"] = {k: _meta(v) for k, v in mapping["event_types"].items()}
+    if mapping.get("groups"):
+        out["groups"] = {k: _meta(v) for k, v in mapping["groups"].items()}
+    return out
 
 
 def finalize(source: Mapping[str, Any], *, newest: datetime | None) -> dict[str, Any]:
@@ -362,16 +394,46 @@ def finalize(source: Mapping[str, Any], *, newest: datetime | None) -> dict[str,
 # ---------------------------------------------------------------- per-table loaders
 
 
-def _load_table(raw: Mapping[str, Any], table: str, origin: str) -> dict[str, Any]:
-    _known(raw, table, f"{table}.", origin)
+def _load_table(raw: Mapping[str, Any], table: str, key: str, mapping: Mapping[str, Any],
+                origin: str) -> dict[str, Any]:
     if not raw.get("path"):
         raise MappingError(origin, f"{table}.path is required")
-    t: dict[str, Any] = {"path": str(raw["path"])}
-    t["format"] = _format_of(t["path"], raw.get("format"), table, origin)
-    t["format_given"] = raw.get("format") is not None
+    t: dict[str, Any] = {"key": key, "path": str(raw["path"])}
+    t.update(_read_options(raw, table, origin))
+    t["rename"] = {str(k): str(v) for k, v in (raw.get("rename") or {}).items()}
+    t["null_values"] = _str_list(raw.get("null_values"), f"{table}.null_values", origin)
+    t["empty_is_missing"] = bool(raw.get("empty_is_missing", True))
+    joins = raw.get("join") if table != "outcomes" else None
+    joins = [joins] if isinstance(joins, Mapping) else list(joins or [])
+    t["join_tables"] = [_lookup(j, f"{table}.join", f"{key}.join{i + 1}", origin) for i, j in enumerate(joins)]
+    t["derive"] = {str(k): _sql(str(v), f"{table}.derive.{k}", origin) for k, v in (raw.get("derive") or {}).items()}
+    for col in t["derive"]:
+        if col in RESERVED:
+            raise MappingError(origin, f"{table}.derive.{col}: {col!r} is a name of the canonical tables; pick another")
+    t["filter"] = _sql(str(raw["filter"]), f"{table}.filter", origin) if raw.get("filter") else None
+    t["value_maps"] = {}
+    nulls = {*mapping.get("null_values", []), *t["null_values"]}
+    for col, vm in (raw.get("value_maps") or {}).items():
+        where = f"{table}.value_maps.{col}"
+        if not isinstance(vm, Mapping):
+            raise MappingError(origin, f"{where} must map old values to new ones (null = missing)")
+        for k in vm:
+            if k == "" and t["empty_is_missing"]:
+                raise MappingError(origin, f"{where}: the key \"\" can never match, because empty fields are read as "
+                                           "missing; map missing values with the key `null` (e.g. null: Cold)")
+            if isinstance(k, str) and k in nulls:
+                raise MappingError(origin, f"{where}: the key {k!r} can never match, because null_values turns it "
+                                           "into a missing value first; map missing values with the key `null`")
+        t["value_maps"][str(col)] = dict(vm)
+    return t
+
+
+def _read_options(raw: Mapping[str, Any], table: str, origin: str) -> dict[str, Any]:
+    """format, csv and schema of one file (a table or a lookup)."""
+    t: dict[str, Any] = {"format": _format_of(str(raw["path"]), raw.get("format"), table, origin),
+                         "format_given": raw.get("format") is not None}
     csv = dict(raw.get("csv") or {})
     if csv:
-        _known(csv, "csv", f"{table}.csv.", origin)
         if t["format"] != "csv":
             raise MappingError(origin, f"{table}.csv options given, but the file is {t['format']}")
         if "encoding" in csv and csv["encoding"] not in ("utf8", "utf8-lossy"):
@@ -392,22 +454,36 @@ def _load_table(raw: Mapping[str, Any], table: str, origin: str) -> dict[str, An
     if schema and t["format"] != "csv":
         raise MappingError(origin, f"{table}.schema applies to CSV files; a Parquet file carries its own types")
     t["schema"] = schema
-    t["rename"] = {str(k): str(v) for k, v in (raw.get("rename") or {}).items()}
-    t["null_values"] = _str_list(raw.get("null_values"), f"{table}.null_values", origin)
-    t["value_maps"] = {str(c): dict(vm or {}) for c, vm in (raw.get("value_maps") or {}).items()}
-    for col, vm in t["value_maps"].items():
-        if not isinstance(vm, Mapping):
-            raise MappingError(origin, f"{table}.value_maps.{col} must map old values to new ones (null = missing)")
     return t
 
 
-def _load_leads(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    t = _load_table(raw, "leads", origin)
+def _lookup(raw: Mapping[str, Any], where: str, key: str, origin: str) -> dict[str, Any]:
+    t: dict[str, Any] = {"key": key, "path": str(raw["path"]), **_read_options(raw, where, origin)}
+    if not raw.get("on"):
+        raise MappingError(origin, f"{where}.on is required: {{column here: column of the lookup table}}")
+    t["on"] = {str(k): str(v) for k, v in raw["on"].items()}
+    t["columns"] = {str(k): str(v) for k, v in raw["columns"].items()} if raw.get("columns") else None
+    return t
+
+
+def _sql(expression: str, where: str, origin: str) -> str:
+    """A derive expression or filter, parsed once at load so a typo fails before any file is read."""
+    try:
+        pl.sql_expr(expression)
+    except Exception as e:  # noqa: BLE001 - polars raises several types for bad SQL
+        raise MappingError(origin, f"{where}: cannot read the SQL expression {expression!r}: "
+                                   f"{_first_line(e)}") from None
+    return expression
+
+
+def _load_leads(raw: Mapping[str, Any], mapping: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    t = _load_table(raw, "leads", "leads", mapping, origin)
     t["lead_id"] = _lead_id_spec(raw.get("lead_id", LEAD_ID), "leads", origin)
     t["created_at"] = _created_spec(raw.get("created_at", {"column": CREATED_AT}), origin)
     t["target"] = _target_spec(raw["target"], origin) if raw.get("target") else None
-    t["categorical"] = _features(raw.get("categorical"), "categorical", origin)
-    t["numeric"] = _features(raw.get("numeric"), "numeric", origin)
+    groups = {*GROUPS, *mapping["groups"]}
+    t["categorical"] = _features(raw.get("categorical"), "categorical", groups, origin)
+    t["numeric"] = _features(raw.get("numeric"), "numeric", groups, origin)
     t["legacy_score"] = str(raw["legacy_score"]) if raw.get("legacy_score") else None
     for key in ("pii", "notes_allowed", "keep", "drop_leaky", "after_outcome"):
         t[key] = _str_list(raw.get(key), f"leads.{key}", origin)
@@ -417,30 +493,48 @@ def _load_leads(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
     return t
 
 
-def _load_events(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    t = _load_table(raw, "events", origin)
-    t["lead_id"] = _lead_id_spec(raw.get("lead_id", LEAD_ID), "events", origin)
-    t["occurred_at"] = _time_spec(raw.get("occurred_at", {"column": OCCURRED_AT}), "events.occurred_at", origin)
-    kind = raw.get("event_type", EVENT_TYPE)
-    kind = {"column": kind} if isinstance(kind, str) else dict(kind or {})
-    _known(kind, "event_type", "events.event_type.", origin)
-    mapping = {str(k): str(v) for k, v in (kind.get("map") or {}).items()}
-    bad = sorted({v for v in mapping.values() if v not in (*EVENT_TYPES, OTHER_EVENT)})
-    if bad:
-        raise MappingError(origin, f"events.event_type.map targets {bad} are not event types; known: "
-                                   f"{[*EVENT_TYPES, OTHER_EVENT]}")
-    t["event_type"] = {"column": str(kind.get("column", EVENT_TYPE)), "map": mapping}
-    return t
+def _load_events(raw: Any, mapping: Mapping[str, Any], origin: str) -> list[dict[str, Any]]:
+    """One source (the single-mapping form, table key "events") or a list of them ("events:<name>")."""
+    many = isinstance(raw, list)
+    items = raw if many else [raw]
+    if not items:
+        raise MappingError(origin, "events: give one source or a list of sources")
+    vocabulary = (*event_vocabulary(mapping), OTHER_EVENT)
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise MappingError(origin, f"events[{i}] must be a mapping (path, lead_id, occurred_at, event_type...)")
+        name = str(item.get("name") or (EVENTS if not many else f"{EVENTS}_{i + 1}"))
+        where = f"events[{name}]" if many else EVENTS
+        t = _load_table(item, where, f"{EVENTS}:{name}" if many else EVENTS, mapping, origin)
+        t["name"] = name
+        t["lead_id"] = _lead_id_spec(item.get("lead_id", LEAD_ID), where, origin)
+        t["occurred_at"] = _time_spec(item.get("occurred_at", {"column": OCCURRED_AT}), f"{where}.occurred_at",
+                                      origin, end_of_day=True)
+        kind = item.get("event_type", EVENT_TYPE)
+        kind = {"column": kind} if isinstance(kind, str) else dict(kind or {})
+        targets = {str(k): str(v) for k, v in (kind.get("map") or {}).items()}
+        bad = sorted({v for v in targets.values() if v not in vocabulary})
+        if bad:
+            raise MappingError(origin, f"{where}.event_type.map targets {bad} are not event types; known: "
+                                       f"{list(vocabulary)} (declare your own under `event_types`)")
+        t["event_type"] = {"column": str(kind.get("column", EVENT_TYPE)), "map": targets}
+        t["value"] = str(item["value"]) if item.get("value") else None
+        out.append(t)
+    names = [t["name"] for t in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise MappingError(origin, f"events: two sources are named {dupes[0]!r}; give each its own `name`")
+    return out
 
 
-def _load_outcomes(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
-    t = _load_table(raw, "outcomes", origin)
+def _load_outcomes(raw: Mapping[str, Any], mapping: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    t = _load_table(raw, "outcomes", "outcomes", mapping, origin)
     if raw.get("join") and raw.get("lead_id"):
         raise MappingError(origin, "outcomes: give `lead_id` or `join`, not both")
     t["lead_id"] = _lead_id_spec(raw.get("lead_id", LEAD_ID), "outcomes", origin)
     join = raw.get("join")
     if join:
-        _known(join, "join", "outcomes.join.", origin)
         if not join.get("column") or not join.get("leads_column"):
             raise MappingError(origin, "outcomes.join needs `column` (in the outcomes file) and `leads_column`")
         join = {"column": str(join["column"]), "leads_column": str(join["leads_column"])}
@@ -448,7 +542,6 @@ def _load_outcomes(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
     conv = raw.get("converted")
     if conv is not None:
         conv = {"column": conv} if isinstance(conv, str) else dict(conv)
-        _known(conv, "converted", "outcomes.converted.", origin)
         conv = _positive_negative(conv, "outcomes.converted", origin)
     t["converted"] = conv
     at = raw.get("converted_at")
@@ -462,36 +555,66 @@ def _load_outcomes(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
     return t
 
 
+def _groups(raw: Any, origin: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, meta in (raw or {}).items():
+        name = str(name)
+        if name in GROUPS or not _NAME.match(name):
+            raise MappingError(origin, f"groups.{name}: a group name must be a new identifier (built-in groups: "
+                                       f"{sorted(GROUPS)})")
+        if meta.get("reason") is not None:
+            _reason(meta["reason"], f"groups.{name}", origin)
+        out[name] = {k: v for k, v in meta.items() if v is not None}
+    return out
+
+
+def _event_types(raw: Any, groups: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, meta in (raw or {}).items():
+        name = str(name)
+        where = f"event_types.{name}"
+        if name in (*EVENT_TYPES, OTHER_EVENT) or not _NAME.match(name) or name in RESERVED:
+            raise MappingError(origin, f"{where}: a declared event type must be a new identifier, not one of the "
+                                       f"built-in types {[*EVENT_TYPES, OTHER_EVENT]}")
+        _group_known(meta.get("group"), {*GROUPS, *groups}, f"{where}.group", origin)
+        noun = meta.get("noun")
+        if noun is not None and (not isinstance(noun, list) or len(noun) != 2):
+            raise MappingError(origin, f"{where}.noun must be [one, many], e.g. [call, calls]")
+        if meta.get("reason") is not None:
+            _reason(meta["reason"], where, origin)
+        out[name] = {k: v for k, v in meta.items() if v is not None}
+        out[name]["high_intent"] = bool(meta.get("high_intent", False))
+    return out
+
+
 def _lead_id_spec(raw: Any, table: str, origin: str) -> dict[str, Any]:
     if isinstance(raw, str):
         return {"column": raw}
     if not isinstance(raw, Mapping):
         raise MappingError(origin, f"{table}.lead_id must be a column name or {{column: X}} or {{row_number: true}}")
-    _known(raw, "lead_id", f"{table}.lead_id.", origin)
     if raw.get("row_number"):
         if table != "leads":
             raise MappingError(origin, f"{table}.lead_id cannot be a row number")
-        return {"row_number": True, "prefix": str(raw.get("prefix", ""))}
+        return {"row_number": True, "prefix": str(raw.get("prefix") or "")}
     if not raw.get("column"):
         raise MappingError(origin, f"{table}.lead_id needs `column` or `row_number: true`")
     return {"column": str(raw["column"])}
 
 
-def _time_spec(raw: Any, where: str, origin: str) -> dict[str, Any]:
+def _time_spec(raw: Any, where: str, origin: str, *, end_of_day: bool = False) -> dict[str, Any]:
     raw = {"column": raw} if isinstance(raw, str) else raw
     if not isinstance(raw, Mapping) or not raw.get("column"):
         raise MappingError(origin, f"{where} needs `column` (and optionally `format`, `timezone`)")
-    _known(raw, "time_column", f"{where}.", origin)
-    return {"column": str(raw["column"]), "time_format": _time_format(raw, where, origin)}
+    return {"column": str(raw["column"]), "time_format": _time_format(raw, where, origin, end_of_day=end_of_day)}
 
 
-def _time_format(raw: Mapping[str, Any], where: str, origin: str) -> TimeFormat:
+def _time_format(raw: Mapping[str, Any], where: str, origin: str, *, end_of_day: bool = False) -> TimeFormat:
     zone = str(raw.get("timezone") or "UTC")
     try:
         pl.Series([datetime(2020, 1, 1)]).dt.replace_time_zone(zone)
     except Exception:  # noqa: BLE001 - polars raises several types for an unknown zone
         raise MappingError(origin, f"{where}.timezone {zone!r} is not a known time zone") from None
-    return TimeFormat(format=str(raw["format"]) if raw.get("format") else None, timezone=zone)
+    return TimeFormat(format=str(raw["format"]) if raw.get("format") else None, timezone=zone, end_of_day=end_of_day)
 
 
 def _created_spec(raw: Any, origin: str) -> dict[str, Any]:
@@ -499,13 +622,12 @@ def _created_spec(raw: Any, origin: str) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise MappingError(origin, "leads.created_at must be {column: X} or {order_by: X, start, end} or "
                                    "{row_order: true, start, end}")
-    _known(raw, "created_at", "leads.created_at.", origin)
     forms = [k for k in ("column", "order_by", "row_order") if raw.get(k)]
     if len(forms) != 1:
         raise MappingError(origin, "leads.created_at needs exactly one of `column`, `order_by` or `row_order: true`; "
                                    f"got {forms or 'none'}")
     if forms[0] == "column":
-        extra = [k for k in ("start", "end", "descending") if k in raw]
+        extra = [k for k in ("start", "end", "descending") if raw.get(k) is not None]
         if extra:
             raise MappingError(origin, f"leads.created_at.{extra[0]} only applies to order_by / row_order")
         return {"column": str(raw["column"]), "time_format": _time_format(raw, "leads.created_at", origin)}
@@ -513,7 +635,7 @@ def _created_spec(raw: Any, origin: str) -> dict[str, Any]:
         if not raw.get(k):
             raise MappingError(origin, f"leads.created_at.{forms[0]} needs `start` and `end` (the span the "
                                        "pseudo-times are spread over)")
-    if "format" in raw or "timezone" in raw:
+    if raw.get("format") is not None or raw.get("timezone") is not None:
         raise MappingError(origin, "leads.created_at.format/timezone only apply to `column`")
     start = _instant(raw["start"], "leads.created_at.start", origin)
     end = _instant(raw["end"], "leads.created_at.end", origin)
@@ -530,9 +652,8 @@ def _created_spec(raw: Any, origin: str) -> dict[str, Any]:
 def _target_spec(raw: Any, origin: str) -> dict[str, Any]:
     if not isinstance(raw, Mapping) or not raw.get("column"):
         raise MappingError(origin, "leads.target needs {column: X, positive: [values]}")
-    _known(raw, "target", "leads.target.", origin)
     out = _positive_negative(raw, "leads.target", origin)
-    if "positive" not in raw:
+    if raw.get("positive") is None:
         raise MappingError(origin, "leads.target.positive is required: the values that mean converted")
     at = raw.get("converted_at")
     out["converted_at"] = _time_spec(at, "leads.target.converted_at", origin) if at else None
@@ -549,34 +670,52 @@ def _positive_negative(raw: Mapping[str, Any], where: str, origin: str) -> dict[
     return {"column": str(raw["column"]), "positive": values("positive"), "negative": values("negative")}
 
 
-def _features(raw: Any, kind: str, origin: str) -> dict[str, dict[str, Any]]:
+def _group_known(group: Any, known: set[str], where: str, origin: str) -> None:
+    if group not in known:
+        close = difflib.get_close_matches(str(group), sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise MappingError(origin, f"{where} {group!r} is not a business group{hint}; known: {sorted(known)} "
+                                   "(declare your own under `groups`)")
+
+
+def _features(raw: Any, kind: str, groups: set[str], origin: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for col, meta in (raw or {}).items():
         where = f"leads.{kind}.{col}"
         if not isinstance(meta, Mapping):
             raise MappingError(origin, f"{where} needs {{group, description}}")
-        _known(meta, kind, f"{where}.", origin)
-        group = meta.get("group")
-        if group not in GROUPS:
-            close = difflib.get_close_matches(str(group), GROUPS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise MappingError(origin, f"{where}.group {group!r} is not a business group{hint}; "
-                                       f"known: {sorted(GROUPS)}")
+        _group_known(meta.get("group"), groups, f"{where}.group", origin)
         if not meta.get("description"):
             raise MappingError(origin, f"{where}.description is required: reason codes and reports show it")
         if meta.get("parse") is not None and meta["parse"] not in PARSERS:
             raise MappingError(origin, f"{where}.parse {meta['parse']!r} is unknown; known: {list(PARSERS)}")
+        if meta.get("patterns") is not None:
+            if meta.get("parse") != "seniority":
+                raise MappingError(origin, f"{where}.patterns only apply with parse: seniority")
+            for level, patterns in meta["patterns"].items():
+                for pattern in patterns or []:
+                    try:
+                        pl.Series(["x"]).str.contains(str(pattern))
+                    except Exception:  # noqa: BLE001 - a regex polars cannot compile
+                        raise MappingError(origin, f"{where}.patterns.{level}: {pattern!r} is not a regular "
+                                                   "expression") from None
         for bound in ("min", "max"):
             if meta.get(bound) is not None and not isinstance(meta[bound], int | float):
                 raise MappingError(origin, f"{where}.{bound} must be a number, got {meta[bound]!r}")
         if meta.get("reason") is not None:
-            reason = meta["reason"]
-            if not isinstance(reason, Mapping) or not reason or set(reason) - {"for", "against"}:
-                raise MappingError(origin, f"{where}.reason must be {{for: text, against: text}} (either or both)")
-            for direction, variants in reason.items():
-                _templates(variants, f"{where}.reason.{direction}", origin)
-        out[str(col)] = {k: v for k, v in meta.items() if v is not None}
+            _reason(meta["reason"], where, origin)
+        clean = {k: v for k, v in meta.items() if v is not None}
+        if clean.get("patterns"):
+            clean["patterns"] = {k: [str(p) for p in v] for k, v in clean["patterns"].items() if v}
+        out[str(col)] = clean
     return out
+
+
+def _reason(reason: Any, where: str, origin: str) -> None:
+    if not isinstance(reason, Mapping) or not reason or set(reason) - {"for", "against"}:
+        raise MappingError(origin, f"{where}.reason must be {{for: text, against: text}} (either or both)")
+    for direction, variants in reason.items():
+        _templates(variants, f"{where}.reason.{direction}", origin)
 
 
 def _templates(raw: Any, where: str, origin: str) -> list[Any]:
@@ -589,7 +728,7 @@ def _templates(raw: Any, where: str, origin: str) -> list[Any]:
                                     and set(v) <= {"if", "text"})
         if not ok:
             raise MappingError(origin, f"{where}[{i}] must be a text or {{if, text}}, got {v!r}")
-    return list(variants)
+    return [v if isinstance(v, str) else {k: x for k, x in v.items() if x is not None} for v in variants]
 
 
 def _check_roles(t: Mapping[str, Any], origin: str) -> None:
@@ -616,12 +755,63 @@ def _check_roles(t: Mapping[str, Any], origin: str) -> None:
         raise MappingError(origin, f"leads.notes_allowed {stray} must also be declared (pii, a feature, or keep)")
 
 
+def _check_templates(m: dict[str, Any], origin: str) -> None:
+    """Every `{placeholder}` (and every name in an `if:`) of a note template must name something a note can show:
+    a feature, a kept or derived leads column, or a value the reason code adds. A derived leads column a template
+    uses is carried through (kept), so its value reaches the note."""
+    leads = m["leads"]
+    kinds = [*EVENT_TYPES, *m["event_types"], OTHER_EVENT]
+    alt = "|".join(map(re.escape, kinds))
+    event_feature = re.compile(rf"^(({alt})(_value)?_\d+d|days_since_({alt})|days_since_high_intent|"
+                               r"velocity_7d_vs_prior_23d|breadth_90d|careers_only_90d)$")
+    columns = {*leads["categorical"], *leads["numeric"], *leads["keep"], *leads["notes_allowed"], "seniority",
+               "is_student_domain"}
+    derived = set(leads["derive"])
+    templates: list[tuple[str, Any]] = [("leads.who", leads["who"]), ("leads.what_happened", leads["what_happened"])]
+    for kind in ("categorical", "numeric"):
+        for col, meta in leads[kind].items():
+            for d, v in (meta.get("reason") or {}).items():
+                templates.append((f"leads.{kind}.{col}.reason.{d}", v))
+    for section in ("event_types", "groups"):
+        for name, meta in m[section].items():
+            for d, v in (meta.get("reason") or {}).items():
+                templates.append((f"{section}.{name}.reason.{d}", v))
+    used_derived: set[str] = set()
+    for where, variants in templates:
+        for i, v in enumerate(variants if isinstance(variants, list) else [variants]):
+            text = v if isinstance(v, str) else v["text"]
+            conditions = [] if isinstance(v, str) else v.get("if") or []
+            names = [_placeholder_name(p, where, i, text, origin) for p in _BRACES.findall(text)]
+            for c in [conditions] if isinstance(conditions, str) else conditions:
+                match = _CONDITION_NAME.match(str(c))
+                names += [match.group(1)] if match else []
+            for name in names:
+                if name in derived:
+                    used_derived.add(name)
+                elif not (name in columns or event_feature.match(name) or _TEMPLATE_EXTRAS.match(name)):
+                    raise MappingError(origin, f"template {where}[{i}] {text!r}: {{{name}}} names no feature, kept "
+                                               "column or derived column of the leads (declare it under categorical, "
+                                               "numeric or keep, or derive it)")
+    roles = {*leads["categorical"], *leads["numeric"], *leads["pii"], *leads["keep"], *leads["after_outcome"]}
+    leads["keep"] = [*leads["keep"], *sorted(used_derived - roles)]
+
+
+def _placeholder_name(inner: str, where: str, i: int, text: str, origin: str) -> str:
+    match = _PLACEHOLDER.match(inner)
+    if not match:
+        raise MappingError(origin, f"template {where}[{i}] {text!r}: {{{inner}}} is not a placeholder; a placeholder "
+                                   "is {name} or {name|noun} with a name of letters, digits and _: rename a column "
+                                   "with spaces or slashes first (rename: {\"Country/Region\": country})")
+    return match.group(1)
+
+
 # ---------------------------------------------------------------- apply helpers
 
 
-def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any],
-             file: str) -> pl.LazyFrame:
-    """Row numbers, separator check, renames, missing-value markers and value maps."""
+def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any], file: str,
+             tables: Mapping[str, pl.LazyFrame | pl.DataFrame], files: Mapping[str, str],
+             skipped: dict[str, pl.LazyFrame]) -> pl.LazyFrame:
+    """Row numbers, then the fixed order: rename, null_values (and empty text), join, derive, filter, value_maps."""
     lf = frame.lazy()
     names = lf.collect_schema().names()
     check_layout(names, file=file, expected_separator=(spec.get("csv") or {}).get("separator", ","))
@@ -633,28 +823,98 @@ def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mappin
     if dupes:
         raise BadInput(file, f"rename gives several columns the name {dupes[0]!r}", column=dupes[0])
     lf = lf.rename(rename) if rename else lf
+    lf = _missing_text(lf, [*mapping.get("null_values", []), *spec["null_values"]], spec.get("empty_is_missing", True))
+    for lookup in spec.get("join_tables") or []:
+        lf = _join_lookup(lf, lookup, tables[lookup["key"]], file, files.get(lookup["key"], lookup["path"]))
+    for col, expression in spec.get("derive", {}).items():
+        if spec.get("derive_if_present") and not set(pl.sql_expr(expression).meta.root_names()) <= set(
+                lf.collect_schema().names()):
+            continue  # scoring new leads: a column derived from the outcome (a won date) is not there yet
+        lf = _derive(lf, col, expression, f"{spec['key']}.derive.{col}", file)
+    if spec.get("filter"):
+        predicate = _checked_sql(lf, spec["filter"], f"{spec['key']}.filter", file)
+        keep = predicate.fill_null(False)
+        skipped[spec["key"]] = lf.filter(~keep).select(pl.len().alias("skipped"))
+        lf = lf.filter(keep)
     schema = lf.collect_schema()
-    nulls = [*mapping.get("null_values", []), *spec["null_values"]]
-    exprs: list[pl.Expr] = []
-    if nulls:
-        exprs += [pl.when(pl.col(c).is_in(nulls)).then(None).otherwise(pl.col(c)).alias(c)
-                  for c, dt in schema.items() if isinstance(dt, pl.String) and c not in spec["value_maps"]]
     require_columns(schema.names(), list(spec["value_maps"]), file=file, what="a value_maps column")
-    for col, vm in spec["value_maps"].items():
-        exprs.append(_value_map(col, schema[col], vm, nulls if isinstance(schema[col], pl.String) else [], file))
+    exprs = [_value_map(col, schema[col], vm, file) for col, vm in spec["value_maps"].items()]
     return lf.with_columns(exprs) if exprs else lf
 
 
-def _value_map(col: str, dtype: pl.DataType, vm: Mapping[Any, Any], nulls: Sequence[str], file: str) -> pl.Expr:
-    to_null = [k for k, v in vm.items() if v is None]
-    pairs = {k: v for k, v in vm.items() if v is not None}
+def _missing_text(lf: pl.LazyFrame, nulls: Sequence[str], empty: bool) -> pl.LazyFrame:
+    """Text columns: the mapping's missing-value markers, and (by default) empty text, become missing."""
+    markers = [*nulls, *([""] if empty else [])]
+    if not markers:
+        return lf
+    text = [c for c, dt in lf.collect_schema().items() if isinstance(dt, pl.String) and c != ROW]
+    if not text:
+        return lf
+    return lf.with_columns(pl.when(pl.col(c).is_in(markers)).then(None).otherwise(pl.col(c)).alias(c) for c in text)
+
+
+def _join_lookup(lf: pl.LazyFrame, lookup: Mapping[str, Any], table: pl.LazyFrame | pl.DataFrame, file: str,
+                 lookup_file: str) -> pl.LazyFrame:
+    """A left join on a lookup table whose keys are unique (a repeated key would copy rows and break the count)."""
+    right = _missing_text(table.lazy(), [], True)
+    right_names = right.collect_schema().names()
+    here = lf.collect_schema().names()
+    on = lookup["on"]
+    require_columns(here, list(on), file=file, what="a join key")
+    require_columns(right_names, list(on.values()), file=lookup_file, what="a join key of the lookup table")
+    columns = lookup["columns"] or {c: c for c in right_names if c not in on.values()}
+    require_columns(right_names, list(columns), file=lookup_file, what="a column to take from the lookup table")
+    clash = sorted(set(columns.values()) & set(here))
+    if clash:
+        raise BadInput(lookup_file, f"the lookup's column would replace the column {clash[0]!r} of the table it joins; "
+                                    "rename it under join.columns", column=clash[0])
+    keys = [f"_join_key{i}" for i in range(len(on))]
+    right = right.select(*[pl.col(r).cast(pl.String).alias(k) for r, k in zip(on.values(), keys, strict=True)],
+                         *[pl.col(src).alias(dst) for src, dst in columns.items()])
+    repeated = right.group_by(keys).len().filter(pl.col("len") > 1).select(keys).head(1).collect()
+    if repeated.height:
+        raise BadInput(lookup_file, "a lookup table's join key must be unique; a repeated key would copy rows",
+                       column=next(iter(on.values())))
+    left = lf.with_columns(pl.col(c).cast(pl.String).alias(k) for c, k in zip(on, keys, strict=True))
+    return left.join(right, on=keys, how="left", maintain_order="left").drop(keys)
+
+
+def _checked_sql(lf: pl.LazyFrame, expression: str, where: str, file: str) -> pl.Expr:
+    """A mapping's SQL expression as a polars expression whose columns exist and whose types fit (checked on an
+    empty slice of the table, so the error names the key and lists the columns instead of failing mid-run)."""
+    names = [c for c in lf.collect_schema().names() if c != ROW]
+    expr = pl.sql_expr(expression)
+    unknown = [c for c in expr.meta.root_names() if c not in names]
+    shown = ", ".join(repr(c) for c in names[:60])
+    if unknown:
+        raise BadInput(file, f"{where}: {expression!r} names the column {unknown[0]!r}, which this table does not "
+                             f"have; available: {shown}", column=unknown[0])
+    try:
+        lf.limit(0).select(expr.alias("_probe")).collect()
+    except pl.exceptions.PolarsError as e:
+        raise BadInput(file, f"{where}: {expression!r} cannot be evaluated on this table: {_first_line(e)}; "
+                             f"available columns: {shown}") from None
+    return expr
+
+
+def _derive(lf: pl.LazyFrame, col: str, expression: str, where: str, file: str) -> pl.LazyFrame:
+    return lf.with_columns(_checked_sql(lf, expression, where, file).alias(col))
+
+
+def _value_map(col: str, dtype: pl.DataType, vm: Mapping[Any, Any], file: str) -> pl.Expr:
+    """Values replaced, values sent to missing (null value), and missing values given one (the null key)."""
+    to_null = [k for k, v in vm.items() if v is None and k is not None]
+    pairs = {k: v for k, v in vm.items() if v is not None and k is not None}
     expr = pl.col(col)
     if pairs:
-        expr = expr.replace(_typed_values(list(pairs), dtype, col, file), _typed_values(list(pairs.values()), dtype,
-                                                                                       col, file))
-    if to_null or nulls:
-        missing = _typed_values([*to_null, *nulls], dtype, col, file).implode()
+        expr = expr.replace(_typed_values(list(pairs), dtype, col, file),
+                            _typed_values(list(pairs.values()), dtype, col, file))
+    if to_null:
+        missing = _typed_values(to_null, dtype, col, file).implode()
         expr = pl.when(pl.col(col).is_in(missing)).then(None).otherwise(expr)
+    if vm.get(None) is not None:
+        filled = _typed_values([vm[None]], dtype, col, file)[0]
+        expr = pl.when(pl.col(col).is_null()).then(pl.lit(filled, dtype=dtype)).otherwise(expr)
     return expr.alias(col)
 
 
@@ -668,12 +928,13 @@ def _typed_values(values: Sequence[Any], dtype: pl.DataType, col: str, file: str
             return pl.Series([str(v) for v in values], dtype=pl.String)
         if dtype.is_numeric() and any(isinstance(v, str) for v in values):
             values = [float(v) if isinstance(v, str) else v for v in values]
+        if isinstance(dtype, pl.Boolean):  # a CSV reader types "true"/"false" columns as booleans
+            words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+            values = [words.get(v.strip().lower(), v) if isinstance(v, str) else v for v in values]
         return pl.Series(values).cast(dtype, strict=True)
     except (ValueError, TypeError, pl.exceptions.PolarsError):
         raise BadInput(file, f"the mapping's values {list(values)} cannot be compared with this column of type "
                                   f"{dtype}", column=col) from None
-
-
 def _lead_id(spec: Mapping[str, Any], present: Sequence[str], file: str) -> tuple[pl.Expr, str, list[str]]:
     if spec.get("row_number"):
         return pl.concat_str(pl.lit(spec["prefix"]), pl.col(ROW).cast(pl.String)), "(row number)", []
@@ -710,22 +971,52 @@ def _created_at(spec: Mapping[str, Any], present: Sequence[str],
     return expr, origin, cols, basis
 
 
-def _apply_events(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any],
-                  file: str) -> tuple[pl.LazyFrame, dict[str, str], dict[str, list[str]], TimeFormat]:
-    lf = _prepare(frame, spec, mapping, file)
-    present = lf.collect_schema().names()
-    lid, at, kind = spec["lead_id"]["column"], spec["occurred_at"]["column"], spec["event_type"]["column"]
-    require_columns(present, [lid], file=file, what="the lead id")
-    require_columns(present, [at], file=file, what="occurred_at")
-    require_columns(present, [kind], file=file, what="event_type")
-    kind_expr = pl.col(kind).cast(pl.String)
-    if spec["event_type"]["map"]:
-        vm = spec["event_type"]["map"]
-        kind_expr = kind_expr.replace(list(vm), list(vm.values()))
-    out = lf.select(pl.col(ROW), pl.col(lid).alias(LEAD_ID), pl.col(at).alias(OCCURRED_AT), kind_expr.alias(EVENT_TYPE))
-    used = {lid, at, kind}
-    dropped = {"leaky": [], "undeclared": [c for c in present if c != ROW and c not in used]}
-    return out, {LEAD_ID: lid, OCCURRED_AT: at, EVENT_TYPE: kind}, dropped, spec["occurred_at"]["time_format"]
+def _apply_events(mapping: Mapping[str, Any], tables: Mapping[str, pl.LazyFrame | pl.DataFrame],
+                  files: Mapping[str, str], skipped: dict[str, pl.LazyFrame],
+                  ) -> tuple[pl.LazyFrame, dict[str, str], dict[str, list[str]]]:
+    """Every event source through its own steps, typed times included (each has its own format and zone), then
+    unioned. Sources of a list carry their name (SOURCE) and per-row source columns, so a quarantined row points
+    into the right file."""
+    sources = mapping["events"]
+    many = len(sources) > 1 or sources[0]["key"] != EVENTS
+    with_value = any(s["value"] for s in sources)
+    parts, undeclared, origins = [], [], {}
+    for spec in sources:
+        key = spec["key"]
+        lf = _prepare(tables[key], spec, mapping, files[key], tables, files, skipped)
+        schema = lf.collect_schema()
+        present = schema.names()
+        lid, at, kind = spec["lead_id"]["column"], spec["occurred_at"]["column"], spec["event_type"]["column"]
+        for col, what in ((lid, "the lead id"), (at, "occurred_at"), (kind, "event_type")):
+            require_columns(present, [col], file=files[key], what=what)
+        kind_expr = pl.col(kind).cast(pl.String)
+        if spec["event_type"]["map"]:
+            vm = spec["event_type"]["map"]
+            kind_expr = kind_expr.replace(list(vm), list(vm.values()))
+        fmt = spec["occurred_at"]["time_format"]
+        cols = [pl.col(ROW), pl.col(lid).cast(pl.String).alias(LEAD_ID),
+                _timestamp_expr(at, schema[at], fmt).alias(OCCURRED_AT),
+                (pl.col(at).cast(pl.String) if isinstance(schema[at], pl.String) else pl.lit(None, dtype=pl.String)
+                 ).alias(RAW_PREFIX + OCCURRED_AT),
+                kind_expr.alias(EVENT_TYPE)]
+        if with_value:
+            value = spec["value"]
+            if value:
+                require_columns(present, [value], file=files[key], what="the event value")
+            cols.append(numeric_expr(value, schema[value]).alias(EVENT_VALUE) if value
+                        else pl.lit(None, dtype=pl.Float64).alias(EVENT_VALUE))
+        if many:
+            cols += [pl.lit(spec["name"], dtype=pl.String).alias(SOURCE),
+                     *[pl.lit(c, dtype=pl.String).alias(origin_column(canon))
+                       for canon, c in ((LEAD_ID, lid), (OCCURRED_AT, at), (EVENT_TYPE, kind))]]
+        parts.append(lf.select(cols))
+        used = {lid, at, kind, *([spec["value"]] if spec["value"] else [])}
+        undeclared += [c if not many else f"{spec['name']}: {c}" for c in present if c != ROW and c not in used]
+        origins = {LEAD_ID: lid, OCCURRED_AT: at, EVENT_TYPE: kind}
+    out = parts[0] if len(parts) == 1 else pl.concat(parts, how="vertical")
+    if many:
+        origins = {LEAD_ID: "lead id column", OCCURRED_AT: "time column", EVENT_TYPE: "event type column"}
+    return out, origins, {"leaky": [], "undeclared": undeclared}
 
 
 def _outcomes_from_target(leads: pl.LazyFrame, target: Mapping[str, Any], lid_origin: str,
@@ -764,11 +1055,12 @@ def _target_reason(col: str, converted: pl.Expr) -> list[pl.Expr]:
     ]
 
 
-def _apply_outcomes(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any],
-                    file: str, leads: pl.LazyFrame) -> tuple[pl.LazyFrame, dict[str, str], dict[str, list[str]],
-                                                             TimeFormat | None]:
+def _apply_outcomes(spec: Mapping[str, Any], mapping: Mapping[str, Any], file: str, leads: pl.LazyFrame,
+                    tables: Mapping[str, pl.LazyFrame | pl.DataFrame], files: Mapping[str, str],
+                    skipped: dict[str, pl.LazyFrame]) -> tuple[pl.LazyFrame, dict[str, str], dict[str, list[str]],
+                                                              TimeFormat | None]:
     """An outcomes table keyed by lead id, or a won-deals table joined to the leads through a key column."""
-    lf = _prepare(frame, spec, mapping, file)
+    lf = _prepare(tables["outcomes"], spec, mapping, file, tables, files, skipped)
     schema = lf.collect_schema()
     present = schema.names()
     at, conv = spec["converted_at"], spec["converted"]
@@ -856,14 +1148,6 @@ def _keep_earliest(frame: pl.LazyFrame, fmt: TimeFormat, at_origin: str) -> pl.L
 # ---------------------------------------------------------------- small helpers
 
 
-def _known(raw: Mapping[str, Any], kind: str, where: str, origin: str) -> None:
-    for key in raw:
-        if key not in KEYS[kind]:
-            close = difflib.get_close_matches(str(key), KEYS[kind], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise MappingError(origin, f"unknown key {where}{key}{hint} (known: {', '.join(sorted(KEYS[kind]))})")
-
-
 def _section(raw: Mapping[str, Any], key: str, origin: str) -> Mapping[str, Any]:
     value = raw.get(key)
     if not isinstance(value, Mapping):
@@ -921,3 +1205,8 @@ def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -13,6 +13,8 @@ LEAD_ID = "lead_id"
 CREATED_AT = "created_at"
 OCCURRED_AT = "occurred_at"
 EVENT_TYPE = "event_type"
+#: Optional numeric attribute of an event (call seconds, deal amount), summed per declared type and window.
+EVENT_VALUE = "value"
 CONVERTED = "converted"
 CONVERTED_AT = "converted_at"
 LEGACY_SCORE = "legacy_score"

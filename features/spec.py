@@ -16,7 +16,6 @@ from features.build import (
     BREADTH,
     BREADTH_DAYS,
     CAREERS_ONLY,
-    EVENT_KINDS,
     HIGH_INTENT_RECENCY,
     IS_STUDENT_DOMAIN,
     LABEL,
@@ -29,9 +28,13 @@ from features.build import (
     VELOCITY_BASE_DAYS,
     VELOCITY_RECENT_DAYS,
     count_name,
+    event_kinds,
     feature_columns,
     firmographic_columns,
+    high_intent_kinds,
     recency_name,
+    value_kinds,
+    value_name,
 )
 from features.schema import EVENT_GROUP, GROUPS, LEAD_ID, LEGACY_SCORE
 
@@ -101,7 +104,7 @@ def make_spec(
         "horizon_days": int(horizon_days),
         "windows": sorted({int(w) for w in windows}),
         "has_events": bool(source.get("has_events", True)),
-        "event_types": list(EVENT_KINDS),
+        "event_types": list(event_kinds(source)),
         "label": _label_definition(observation_days, horizon_days, bool(source.get("has_outcome_times", True))),
         "train_rows": train.height,
         "source_roles": _source_roles(source),
@@ -109,6 +112,9 @@ def make_spec(
         # The source's own note templates for "who is this lead" and "what happened" (tried before the catalog's).
         "who": list(source.get("who") or []),
         "what_happened": list(source.get("what_happened") or []),
+        # A source's own reason groups (label, generic sentences) and event types (nouns, high-intent phrases).
+        **({"groups": dict(source["groups"])} if source.get("groups") else {}),
+        **({"declared_event_types": dict(source["event_types"])} if source.get("event_types") else {}),
     }
 
 
@@ -186,10 +192,11 @@ def _describe(source: Mapping[str, Any], *, windows: Sequence[int]) -> list[dict
     cats, numeric = firmographic_columns(source)
     categorical_meta = source.get("categorical") or {}
     numeric_meta = source.get("numeric") or {}
+    groups = {*GROUPS, *(source.get("groups") or {})}
     out: list[dict[str, Any]] = []
     for name, src in cats:
         meta = categorical_meta[src] or {}
-        f: dict[str, Any] = {"name": name, "kind": CATEGORICAL, "group": _group(meta, src), "unit": "category",
+        f: dict[str, Any] = {"name": name, "kind": CATEGORICAL, "group": _group(meta, src, groups), "unit": "category",
                              "source_column": src}
         if name == SENIORITY and src != SENIORITY:
             f["description"] = (f"Seniority parsed from the free-text {src} ({', '.join(SENIORITY_LEVELS)}); "
@@ -201,8 +208,9 @@ def _describe(source: Mapping[str, Any], *, windows: Sequence[int]) -> list[dict
         out.append(f)
     for name in numeric:
         meta = numeric_meta[name] or {}
-        f = {"name": name, "kind": NUMERIC, "group": _group(meta, name), "unit": str(meta.get("unit") or "value"),
-             "description": str(meta.get("description") or name), "source_column": name}
+        f = {"name": name, "kind": NUMERIC, "group": _group(meta, name, groups),
+             "unit": str(meta.get("unit") or "value"), "description": str(meta.get("description") or name),
+             "source_column": name}
         if meta.get("reason"):
             f["reason"] = meta["reason"]
         out.append(f)
@@ -211,28 +219,53 @@ def _describe(source: Mapping[str, Any], *, windows: Sequence[int]) -> list[dict
                     "description": "1 if the email address is on a student (education) domain, else 0",
                     "source_column": "email_domain_kind"})
     if source.get("has_events", True):
-        out += _describe_events(windows)
+        out += _describe_events(windows, source)
     return out
 
 
-def _describe_events(windows: Sequence[int]) -> list[dict[str, Any]]:
+def kind_text(kind: str, source: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(what is counted, unit, one such event) for a built-in kind or a source's declared one."""
+    if kind in KIND_TEXT:
+        return KIND_TEXT[kind]
+    meta = (source.get("event_types") or {})[kind]
+    noun = meta.get("noun") or [kind.replace("_", " "), kind.replace("_", " ") + "s"]
+    return str(meta["description"]), str(noun[1]), str(noun[0])
+
+
+def _describe_events(windows: Sequence[int], source: Mapping[str, Any]) -> list[dict[str, Any]]:
+    declared = source.get("event_types") or {}
+    group = {**EVENT_GROUP, **{k: v["group"] for k, v in declared.items()}}
     out: list[dict[str, Any]] = []
-    for kind in EVENT_KINDS:
-        what, unit, _ = KIND_TEXT[kind]
-        for w in sorted({int(w) for w in windows}):
+    wins = sorted({int(w) for w in windows})
+
+    def feature(name: str, kind: str, **f: Any) -> dict[str, Any]:
+        reason = (declared.get(kind) or {}).get("reason")
+        return {"name": name, "kind": NUMERIC, "group": group[kind], **f, **({"reason": reason} if reason else {})}
+
+    for kind in event_kinds(source):
+        what, unit, _ = kind_text(kind, source)
+        for w in wins:
             span = "day" if w == 1 else f"{w} days"
-            out.append({"name": count_name(kind, w), "kind": NUMERIC, "group": EVENT_GROUP[kind], "unit": unit,
-                        "description": f"{what} in the {span} before the decision time"})
-    for kind in EVENT_KINDS:
-        one = KIND_TEXT[kind][2]
+            out.append(feature(count_name(kind, w), kind, unit=unit,
+                               description=f"{what} in the {span} before the decision time"))
+    for kind in event_kinds(source):
+        one = kind_text(kind, source)[2]
         # "A demo request 2 days ago" is a demo/trial reason; the "recency" group is the high-intent recency and pace.
-        out.append({"name": recency_name(kind), "kind": NUMERIC, "group": EVENT_GROUP[kind], "unit": "days",
-                    "description": f"Days since the last {one} before the decision time (empty if none)"})
+        out.append(feature(recency_name(kind), kind, unit="days",
+                           description=f"Days since the last {one} before the decision time (empty if none)"))
+    for kind in value_kinds(source):
+        meaning = declared[kind]["value"]
+        for w in wins:
+            span = "day" if w == 1 else f"{w} days"
+            out.append(feature(value_name(kind, w), kind, unit=str(meaning.get("unit") or "value"),
+                               description=f"{meaning['description']} in the {span} before the decision time"))
     prior = VELOCITY_BASE_DAYS - VELOCITY_RECENT_DAYS
+    extra = [kind_text(k, source)[2] for k in high_intent_kinds(source) if k in declared]
     out += [
         {"name": HIGH_INTENT_RECENCY, "kind": NUMERIC, "group": "recency", "unit": "days",
-         "description": "Days since the last high-intent action (pricing-page view, demo request, trial start or "
-                        "email reply) before the decision time (empty if none)"},
+         "description": "Days since the last high-intent action (pricing-page view, demo request, trial start"
+                        + "".join(f", {e}" for e in extra) + " or email reply) before the decision time (empty if "
+                        "none)"},
         {"name": VELOCITY, "kind": NUMERIC, "group": "recency", "unit": "ratio",
          "description": f"Activity in the {VELOCITY_RECENT_DAYS} days before the decision time against the pace of "
                         f"the {prior} days before that, each count +1 (1 = steady, above 1 = speeding up)"},
@@ -245,10 +278,10 @@ def _describe_events(windows: Sequence[int]) -> list[dict[str, Any]]:
     return out
 
 
-def _group(meta: Mapping[str, Any], column: str) -> str:
+def _group(meta: Mapping[str, Any], column: str, groups: set[str]) -> str:
     group = meta.get("group")
-    if group not in GROUPS:
-        raise ValueError(f"column {column!r}: group {group!r} is not one of {sorted(GROUPS)}")
+    if group not in groups:
+        raise ValueError(f"column {column!r}: group {group!r} is not one of {sorted(groups)}")
     return str(group)
 
 
@@ -269,5 +302,5 @@ def _label_definition(observation_days: int, horizon_days: int, has_outcome_time
 def _source_roles(source: Mapping[str, Any]) -> dict[str, Any]:
     """The column roles scoring needs to rebuild the same features from a new export."""
     keys = ("name", "categorical", "numeric", "pii", "notes_allowed", "after_outcome", "keep", "legacy_score",
-            "has_events", "has_outcome_times")
+            "has_events", "has_outcome_times", "event_types", "groups")
     return {k: source[k] for k in keys if k in source}

@@ -14,6 +14,7 @@ from models.reasons import (
     first_variant,
     group_contributions,
     reasons_for_lead,
+    source_catalog,
     spec_templates,
     strongest_features,
     to_points,
@@ -58,6 +59,8 @@ def build_notes(
     `who` its firmographic text values; `contact` only the contact fields the source allows in notes."""
     if len(rows) == 0:
         return []
+    catalog = source_catalog(catalog, bundle.spec)
+    phrases = catalog.get("high_intent_phrase")
     ex = explain_rows(bundle, X, explainer=explainer)
     p = ex["probability"]
     scores = bundle.score(p)
@@ -68,7 +71,7 @@ def build_notes(
     best = strongest_features(ex["contrib"], bundle.spec, groups)
     notes = []
     for i, row in enumerate(rows):
-        values = derived_values({**(who[i] if who else {}), **row})
+        values = derived_values({**(who[i] if who else {}), **row}, phrases)
         reasons, against = reasons_for_lead(values, ex["contrib"][i], ex["points"][i], groups, bundle.spec, catalog,
                                             top=top, templates=templates, group_logodds=ex["group_contrib"][i],
                                             best=best[i], derived=True)

@@ -94,15 +94,19 @@ def to_points(group_contrib: np.ndarray, score: np.ndarray, base_score: float, m
     return group_contrib * slope[:, None]
 
 
-def derived_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Values templates may use beyond the raw features: labels and sums a sentence reads better with."""
+def derived_values(values: Mapping[str, Any], high_intent: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Values templates may use beyond the raw features: labels and sums a sentence reads better with.
+
+    `high_intent` adds a source's own high-intent event types ({kind: "a connected call"}), so "the latest buying
+    signal" can name them."""
     out = dict(values)
     if "seniority" in values:
         out["seniority_label"] = SENIORITY_LABEL.get(str(values["seniority"]), "Unknown-seniority")
-    latest = [(float(values[f"days_since_{k}"]), k) for k in HIGH_INTENT_PHRASE
+    phrases = {**HIGH_INTENT_PHRASE, **(high_intent or {})}
+    latest = [(float(values[f"days_since_{k}"]), k) for k in phrases
               if not _is_missing(values.get(f"days_since_{k}"))]
     if latest:
-        out["last_high_intent_action"] = HIGH_INTENT_PHRASE[min(latest)[1]]
+        out["last_high_intent_action"] = phrases[min(latest)[1]]
     for window in (7, 30, 90):
         parts = [f"{k}_{window}d" for k in ("page_product", "page_docs", "page_blog", "content_download")]
         if all(p in values for p in parts):
@@ -234,6 +238,24 @@ def render(group: str, direction: str, values: Mapping[str, Any], catalog: Mappi
     raise CatalogError(f"no template can phrase group {group!r} ({direction}) for feature {top_feature!r}")
 
 
+def source_catalog(catalog: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The catalog plus what a source mapping declared: its reason groups (label and generic sentences), and its
+    event types' nouns (activity summaries) and high-intent phrases. Unchanged for a source that declares none."""
+    groups = spec.get("groups") or {}
+    declared = spec.get("declared_event_types") or {}
+    if not groups and not declared:
+        return dict(catalog)
+    out = dict(catalog)
+    out["groups"] = {**catalog.get("groups", {}),
+                     **{g: {"label": meta["label"], **(meta.get("reason") or {})} for g, meta in groups.items()}}
+    nouns = {k: list(meta.get("noun") or [k.replace("_", " "), k.replace("_", " ") + "s"])
+             for k, meta in declared.items()}
+    out["event_nouns"] = {**catalog.get("event_nouns", {}), **nouns}
+    out["declared_kinds"] = list(declared)
+    out["high_intent_phrase"] = {k: f"a {nouns[k][0]}" for k, meta in declared.items() if meta.get("high_intent")}
+    return out
+
+
 def group_label(group: str, catalog: Mapping[str, Any]) -> str:
     return str(catalog.get("groups", {}).get(group, {}).get("label", GROUPS.get(group, group)))
 
@@ -297,7 +319,7 @@ def activity_summary(values: Mapping[str, Any], catalog: Mapping[str, Any], *, w
     """'In the last 30 days: 3 pricing-page views, 1 demo request ...' from the lead's own counts."""
     nouns = catalog.get("event_nouns", {})
     parts = []
-    for kind in EVENT_TYPES:
+    for kind in [*EVENT_TYPES, *catalog.get("declared_kinds", [])]:
         n = values.get(f"{kind}_{window}d")
         if n is None or _is_missing(n) or float(n) <= 0:
             continue

@@ -63,12 +63,13 @@ def generate(
 @app.command()
 @exits_cleanly
 def validate(
-    leads: Annotated[Path, typer.Option(help="Leads file (CSV or Parquet).")],
+    leads: Annotated[Path | None, typer.Option(help="Leads file (CSV or Parquet); default: the mapping's.")] = None,
     events: Annotated[Path | None, typer.Option(help="Events file.")] = None,
     outcomes: Annotated[Path | None, typer.Option(help="Outcomes file.")] = None,
     source: Annotated[Path | None, typer.Option(help="Source mapping YAML for a non-canonical export.")] = None,
 ) -> None:
-    """Check an export against the data contract and print a readable report; exit 2 on file-level problems."""
+    """Check an export against the data contract and print a readable report; exit 2 on file-level problems.
+    With --source, every table the mapping names is checked, from the mapping's paths unless a file is given."""
     from pipelines.ingest import print_report
     from pipelines.ingest import validate as run_validate
 
@@ -92,6 +93,10 @@ def score(
         str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")
     ] = "data/artifacts",
     chunk_size: Annotated[int, typer.Option(help="Leads per chunk of feature, explanation and note work.")] = 50000,
+    source: Annotated[Path | None, typer.Option(
+        help="Source mapping: --leads and --events are a raw export, mapped by its leads and events sections.")] = None,
+    event_source: Annotated[list[str] | None, typer.Option(
+        help="NAME=PATH: the file of one event source of a mapping with several (repeatable).")] = None,
     engine: Annotated[
         str, typer.Option(help="single: this machine; spark: Apache Spark (Parquet in, --out is a folder).")
     ] = "single",
@@ -106,6 +111,8 @@ def score(
 
         if quarantine is not None:
             raise BadInput(quarantine, "with --engine spark the quarantine is written to <out>/quarantine")
+        if source is not None or event_source:
+            raise BadInput(source, "--engine spark scores canonical Parquet; map a raw export with ingest first")
         report = run_score(session(master), str(leads), str(out), events=str(events) if events else None,
                            model=model, as_of=as_of, buckets=buckets, chunk_size=chunk_size)
         out = Path(report["scores"])
@@ -113,11 +120,25 @@ def score(
         from pipelines.score import score_file
 
         report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,
-                            chunk_size=chunk_size, console=console)
+                            chunk_size=chunk_size, console=console, mapping=source,
+                            event_sources=_name_paths(event_source))
     else:
         raise BadInput(None, f"unknown --engine {engine!r}; expected single or spark")
     console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined {report['quarantined']}; "
                   f"{report['sql']} SQL -> {out}")
+
+
+def _name_paths(items: list[str] | None) -> dict[str, Path] | None:
+    """NAME=PATH options as a dict; a value without "=" is bad input."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise BadInput(None, f"--event-source {item!r}: expected NAME=PATH")
+        out[name] = Path(path)
+    return out
 
 
 @app.command()
@@ -172,11 +193,15 @@ def run_source(
     recalibrate_recent: Annotated[
         float | None, typer.Option(help="Also recalibrate on this most recent share of the valid+train period.")
     ] = None,
+    track: Annotated[bool, typer.Option(help="Log the runs and register the model in MLflow, as `dvc repro` does."
+                                             )] = True,
 ) -> None:
-    """Run ingest, featurize, train, calibrate, evaluate and explain on an export by its mapping alone (no DVC)."""
+    """Run ingest, featurize, train, calibrate, evaluate and explain on an export by its mapping alone (no DVC).
+    The model registers as leadlift-<name> (leadlift for the synthetic source); `champion` moves only within it."""
     from pipelines.realdata import run_source as run
 
-    result = run(source, report, workdir=workdir, recalibrate_recent=recalibrate_recent, console=console)
+    result = run(source, report, workdir=workdir, recalibrate_recent=recalibrate_recent, console=console,
+                 track=track)
     console.print(result)
 
 
@@ -189,6 +214,49 @@ def source_params(source: Annotated[Path, typer.Argument(help="Source mapping YA
     from pipelines.realdata import source_flags
 
     typer.echo(" ".join(source_flags(source)))
+    console.print("note: `dvc exp run -S` writes these values into params.yaml in the workspace (DVC's convention: "
+                  "the experiment's params live there); `dvc exp show` lists them, `git checkout params.yaml` undoes")
+
+
+@app.command("generate-export")
+@exits_cleanly
+def generate_export(
+    style: Annotated[str, typer.Option(help="hubspot | salesforce")],
+    out: Annotated[Path, typer.Option(help="Folder for the export's CSV files and truth.parquet.")],
+    leads: Annotated[int, typer.Option(help="Number of leads.")] = 10000,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 42,
+) -> None:
+    """Write a CRM-shaped export (HubSpot- or Salesforce-style) with its own ground truth, to try a mapping on
+    (sources/hubspot.yaml and sources/salesforce.yaml read data/crm/<style>)."""
+    from features.crm_export import STYLES
+    from pipelines.crm import write_crm_export
+
+    if style not in STYLES:
+        raise BadInput(None, f"--style must be one of {list(STYLES)}, got {style!r}")
+    console.print(write_crm_export(style, out, leads=leads, seed=seed))
+
+
+@app.command("mapping-schema")
+@exits_cleanly
+def mapping_schema(
+    out: Annotated[Path | None, typer.Option(help="Write here (default: print).")] = None,
+    docs: Annotated[Path | None, typer.Option(help="Also regenerate the reference section of this page, e.g. "
+                                                   "docs/mapping.md.")] = None,
+) -> None:
+    """The JSON Schema of source mappings (committed as docs/mapping.schema.json, for editors)."""
+    from pipelines.io import write_text
+    from pipelines.schema_doc import END, START, reference_markdown, schema_text
+
+    if out is None:
+        typer.echo(schema_text(), nl=False)
+    else:
+        write_text(out, schema_text())
+    if docs is not None:
+        text = docs.read_text()
+        if START not in text or END not in text:
+            raise BadInput(docs, f"no reference section: the page needs the lines {START!r} and {END!r}")
+        head, rest = text.split(START, 1)
+        write_text(docs, head + reference_markdown().rstrip("\n") + rest.split(END, 1)[1])
 
 
 if __name__ == "__main__":

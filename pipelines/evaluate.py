@@ -159,14 +159,15 @@ def write_plots(
     plots.shap_summary(figures / "shap_summary.png", contrib[:, :-1], X[rows], feature_names(bundle.spec))
 
 
-def champion_auc_on(test: pl.DataFrame) -> float | None:
-    """The current champion's AUC on *this* test split, so the gate compares like with like."""
+def champion_auc_on(test: pl.DataFrame, name: str = tracking.MODEL_NAME) -> float | None:
+    """The current champion's AUC on *this* test split, so the gate compares like with like (only models registered
+    under the same name, i.e. trained on the same source, are ever compared)."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        MlflowClient().get_model_version_by_alias(tracking.MODEL_NAME, tracking.CHAMPION)
-        champion = load_bundle(f"models:/{tracking.MODEL_NAME}@{tracking.CHAMPION}")
+        MlflowClient().get_model_version_by_alias(name, tracking.CHAMPION)
+        champion = load_bundle(f"models:/{name}@{tracking.CHAMPION}")
         X = to_matrix(test, champion.spec)
     except (MlflowException, ValueError, KeyError):
         return None
@@ -175,8 +176,8 @@ def champion_auc_on(test: pl.DataFrame) -> float | None:
 
 def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir: Path, metrics_path: Path,
              test: pl.DataFrame, params: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Log test metrics and plots to the training run, the bundle as a pyfunc to the calibration run, register it,
-    and move `champion` only if the gates pass."""
+    """Log test metrics and plots to the training run, the bundle as a pyfunc to the calibration run, register it
+    under the source's own name (`tracking.model_name`), and move `champion` only if the gates pass."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
@@ -191,7 +192,8 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
         mlflow.log_artifacts(str(figures), artifact_path="plots")
         mlflow.log_artifacts(str(plots_dir), artifact_path="plot_data")
         mlflow.log_artifact(str(metrics_path), artifact_path="reports")
-    champion_auc = champion_auc_on(test)
+    registered = tracking.model_name(spec.get("source"))
+    champion_auc = champion_auc_on(test, registered)
     auc = metrics["test"]["auc"]
     legacy_auc = metrics["test"].get("legacy_auc")
     tol = float(params["auc_tolerance"])
@@ -219,19 +221,19 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
                 signature=ModelSignature(inputs=inputs, outputs=outputs),
                 code_paths=[str(Path(__file__).parents[1] / pkg) for pkg in ("features", "models", "pipelines")],
                 pip_requirements=["lightgbm==4.7.0", "polars==2.1.0", "numpy", "pandas", "pyyaml", "scikit-learn"],
-                registered_model_name=tracking.MODEL_NAME if params.get("register", True) else None,
+                registered_model_name=registered if params.get("register", True) else None,
             )
     out: dict[str, Any] = {"model_uri": info.model_uri, "gates": gates, "champion_auc_on_this_test": champion_auc,
-                           "test_auc": auc, "promoted": False}
+                           "test_auc": auc, "promoted": False, "registered_model": registered}
     version = getattr(info, "registered_model_version", None)
     if version is not None:
         client = MlflowClient()
         out["version"] = int(version)
         for k, v in gates.items():
-            client.set_model_version_tag(tracking.MODEL_NAME, str(version), f"gate.{k}", str(v))
-        client.set_model_version_tag(tracking.MODEL_NAME, str(version), "training_run_id", train_run["run_id"])
+            client.set_model_version_tag(registered, str(version), f"gate.{k}", str(v))
+        client.set_model_version_tag(registered, str(version), "training_run_id", train_run["run_id"])
         if all(gates.values()):
-            client.set_registered_model_alias(tracking.MODEL_NAME, tracking.CHAMPION, str(version))
+            client.set_registered_model_alias(registered, tracking.CHAMPION, str(version))
             out["promoted"] = True
     return out
 
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                        (("LR", "baseline_lr_auc"), ("legacy", "legacy_auc"), ("oracle", "oracle_auc")) if key in t)
     print(f"evaluate: test AUC {t['auc']:.4f} ({beside}), ECE {t['ece']:.4f}; "
           f"decision: {d['handoffs_per_week']:.1f}/week at precision {d['precision']:.3f}; "
-          f"model version {registry.get('version')} promoted={registry['promoted']}")
+          f"model {registry['registered_model']} version {registry.get('version')} promoted={registry['promoted']}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def load_catalog(path: Path | None = None) -> dict[str, Any]:
 def who_and_contact(lead_ids: list[str], interim: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Firmographic text values and note-allowed contact fields, per lead, from the canonical leads table."""
     source = read_json(interim / "source.json")
-    firmo = [c for c in source.get("categorical", {})]
+    # Categorical source columns and kept columns: what `who` templates may name besides the features.
+    firmo = [*source.get("categorical", {}), *source.get("keep", [])]
     allowed = [c for c in source.get("notes_allowed", [])]
     leads = pl.read_parquet(interim / "leads.parquet")
     cols = [c for c in firmo + allowed if c in leads.columns]

@@ -30,7 +30,17 @@ import polars as pl
 import yaml
 
 from features import contract as C
-from features.mapping import Mapped, ReadSpec, apply_mapping, canonical_mapping, finalize, load_mapping, read_spec
+from features.mapping import (
+    EVENTS,
+    Mapped,
+    ReadSpec,
+    apply_mapping,
+    canonical_mapping,
+    finalize,
+    load_mapping,
+    read_spec,
+    sections,
+)
 from features.schema import CONVERTED_AT, CREATED_AT, OCCURRED_AT
 from pipelines.io import BadInput, atomic_path, exit_codes, load_params, stage_args, write_frame, write_json
 
@@ -126,17 +136,21 @@ def check(
     max_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
     now: datetime | None = None,
 ) -> Ingested:
-    """Read, map and check every table; raise BadInput on a file-level problem. `paths` override the mapping's.
+    """Read, map and check every table; raise BadInput on a file-level problem. `paths` override the mapping's, by
+    section key (leads, events or events:<name>, outcomes).
 
     The leads are collected (one row per lead); events and outcomes get one streaming pass for their facts here.
     """
     paths = dict(paths or {})
-    tables = [t for t in C.TABLES if mapping.get(t) is not None]
-    specs = {t: read_spec(mapping, t, path=str(paths[t]) if t in paths else None) for t in tables}
-    files = {t: str(_resolve(specs[t].path, root)) for t in tables}
-    frames = {t: read_table(specs[t], root=root) for t in tables}
-    with _located(files.get("leads", "leads")):
+    keys = list(sections(mapping))
+    specs = {t: read_spec(mapping, t, path=str(paths[t]) if t in paths else None) for t in keys}
+    files = {t: str(_resolve(specs[t].path, root)) for t in keys}
+    frames = {t: read_table(specs[t], root=root) for t in keys}
+    with _located(files.get("leads", "leads")), _polars_errors(Path(files["leads"])):
         mapped = apply_mapping(mapping, frames, files=files)
+    sources = [spec["key"] for spec in mapping.get("events") or []]
+    if sources:
+        files[EVENTS] = ", ".join(files[k] for k in sources)
     files.setdefault("outcomes", files["leads"])  # a target column lives in the leads file
     limit = C.limit_time(mapping.get("snapshot_at"), now)
     fmts = mapped.time_formats
@@ -159,19 +173,35 @@ def check(
     for table, frame, annotate, ts_col in later:
         if frame is None:
             continue
-        with _located(files[table]), _polars_errors(Path(files[table])):
-            chk = annotate(frame, leads=ids, time_format=fmts.get(ts_col), limit=limit,
-                           origins=mapped.origins[table], file=files[table])
+        extra = {"event_types": mapped.event_types} if table == "events" else {}
+        with _located(files[table]), _polars_errors(Path(files[table].split(", ")[0])):
+            chk = annotate(frame, leads=ids, time_format=fmts.get(ts_col), limit=limit,  # type: ignore[operator]
+                           origins=mapped.origins[table], file=files[table], **extra)
             facts[table] = C.summary(chk).collect().row(0, named=True)
             C.raise_on_file_problems(chk, facts[table])
             if table == "events":
                 n_other, names = C.other_summary(C.other_event_types(chk).collect())
                 facts[table].update(other_event_types=n_other, other_event_names=names)
+                if C.SOURCE in chk.annotated.collect_schema():
+                    facts[table]["sources"] = _per_source(chk)
         checked[table] = chk
+    with _polars_errors(Path(files["leads"])):
+        skipped = {key: int(lf.collect().item()) for key, lf in mapped.skipped.items()}
+    for table, table_facts in facts.items():
+        table_facts["skipped"] = {k: n for k, n in skipped.items() if k == table or k.startswith(f"{table}:")}
     newest = [f["max_timestamp"] for f in facts.values() if f.get("max_timestamp") is not None]
     source = finalize(mapped.source, newest=max(newest) if newest else None)
     report = _report(mapping, mapped, files, facts, max_share, source)
     return Ingested(mapping, mapped, files, checked, facts, source, report)
+
+
+def _per_source(chk: C.Checked) -> dict[str, dict[str, int]]:
+    """rows in, out and quarantined per event source (the list form of `events:`)."""
+    rows = (chk.annotated.group_by(C.SOURCE)
+            .agg(pl.len().alias("rows_in"), pl.col(C.REASON).is_not_null().sum().alias("quarantined"))
+            .sort(C.SOURCE).collect())
+    return {str(r[C.SOURCE]): {"rows_in": int(r["rows_in"]), "rows_out": int(r["rows_in"] - r["quarantined"]),
+                               "quarantined": int(r["quarantined"])} for r in rows.iter_rows(named=True)}
 
 
 def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str],
@@ -188,6 +218,10 @@ def _report(mapping: Mapping[str, Any], mapped: Mapped, files: Mapping[str, str]
         entry["dropped_columns"] = mapped.dropped.get(table, {})
         if table == "events":
             entry["other_event_names"] = table_facts["other_event_names"]
+            if table_facts.get("sources"):
+                entry["sources"] = table_facts["sources"]
+        # Rows a mapping's `filter` skipped are not rows of the table: counted here, never quarantined.
+        entry["skipped_by_filter"] = {k.partition(":")[2] or k: n for k, n in table_facts["skipped"].items()}
         report[table] = entry
     if "events" not in report:
         report["events"] = {"rows_in": 0, "rows_out": 0, "quarantined": 0, "by_reason": {}, "other_event_types": 0,
@@ -222,7 +256,7 @@ def run(
     if summary["over_max_quarantine_share"]:
         table = summary["over_max_quarantine_share"][0]
         t = summary[table]
-        top = sorted(t["by_reason"].items(), key=lambda kv: -kv[1])[:3]
+        top = sorted(t["by_reason_and_column"].items(), key=lambda kv: -kv[1])[:3]
         raise BadInput(t["file"], f"{t['quarantined']} of {t['rows_in']} {table} rows ({t['quarantined_share']:.1%}) "
                                   f"were quarantined, more than ingest.max_quarantine_share={max_share}; top reasons: "
                                   f"{dict(top)}; see {out_dir / 'quarantine.csv'}")
@@ -244,7 +278,7 @@ def run(
 
 
 def validate(
-    leads: Path,
+    leads: Path | None = None,
     events: Path | None = None,
     outcomes: Path | None = None,
     source: Path | None = None,
@@ -254,32 +288,89 @@ def validate(
 ) -> dict[str, Any]:
     """Run every ingest check on files without writing anything; return the report (with a sample of bad rows).
 
-    With a source mapping the given files replace the mapping's paths (tables not given are not checked, except
-    outcomes taken from a target column of the leads file). Without one the files must be canonical already.
-    Raises BadInput on a file-level problem (the CLI exits 2).
+    With a source mapping every table it names is checked: the given files replace the mapping's paths, the others
+    are read from the mapping. Without one the files must be canonical already. Raises BadInput on a file-level
+    problem (the CLI exits 2).
     """
     if source is not None:
         mapping = _load(source)
-        if events is None:
-            mapping["events"] = None
-        if outcomes is None and mapping.get("outcomes") is not None:
-            mapping["outcomes"] = None
         if outcomes is not None and mapping["leads"].get("target") is not None:
             raise BadInput(outcomes, f"the mapping {source} takes the target from a leads column (leads.target); "
                                      "it has no outcomes table to check this file against")
+        paths = _override_paths(mapping, source, leads=leads, events=events)
+        if outcomes is not None:
+            paths["outcomes"] = outcomes
     else:
+        if leads is None:
+            raise BadInput(None, "give --leads (or --source, a mapping that names the files)")
         cols = read_table(read_spec(canonical_mapping(leads=[]), "leads", path=str(leads)), root=root)
         out_cols = None
         if outcomes is not None:
             out_spec = read_spec(canonical_mapping(leads=[], outcomes=[]), "outcomes", path=str(outcomes))
             out_cols = read_table(out_spec, root=root).collect_schema().names()
         mapping = canonical_mapping(leads=cols.collect_schema().names(), events=events is not None, outcomes=out_cols)
-    paths = {t: p for t, p in (("leads", leads), ("events", events), ("outcomes", outcomes)) if p is not None}
+        paths = {t: p for t, p in (("leads", leads), ("events", events), ("outcomes", outcomes)) if p is not None}
     result = check(mapping, paths=paths, root=root, max_share=_max_share(params))
     report = dict(result.report)
     report["quarantine_sample"] = result.quarantine().head(QUARANTINE_SAMPLE).collect().to_dicts()
     report["mapping"] = str(source) if source else None
     return report
+
+
+def _override_paths(mapping: Mapping[str, Any], source: Path, *, leads: Path | None, events: Path | None,
+                    event_sources: Mapping[str, Path] | None = None) -> dict[str, Path]:
+    """Files given on the command line, by section key: --events replaces a single events source's file,
+    --event-source NAME=PATH one source of a list."""
+    paths: dict[str, Path] = {"leads": leads} if leads is not None else {}
+    keys = [s["key"] for s in mapping.get("events") or []]
+    if events is not None:
+        if keys != [EVENTS]:
+            names = [k.partition(":")[2] for k in keys] or ["(none)"]
+            raise BadInput(events, f"the mapping {source} has {'no' if not keys else 'several'} event sources "
+                                   f"({', '.join(names)}); give each file as --event-source NAME=PATH")
+        paths[EVENTS] = events
+    for name, path in (event_sources or {}).items():
+        key = f"{EVENTS}:{name}" if f"{EVENTS}:{name}" in keys else name
+        if key not in keys:
+            raise BadInput(path, f"--event-source {name}: the mapping {source} has no event source of that name; it "
+                                 f"has {[k.partition(':')[2] or k for k in keys]}")
+        paths[key] = path
+    return paths
+
+
+@dataclass(frozen=True)
+class MappedBatch:
+    """Raw export files of new leads through a mapping's leads and events sections (no target needed)."""
+
+    leads: pl.DataFrame
+    events: pl.DataFrame | None
+    #: table, row, lead_id, column, reason: the rows the mapping and the contract refused.
+    quarantine: pl.DataFrame
+    report: dict[str, Any]
+
+
+def map_batch(source: Path, *, leads: Path, events: Path | None = None,
+              event_sources: Mapping[str, Path] | None = None, root: Path | None = None,
+              now: datetime | None = None) -> MappedBatch:
+    """Apply a mapping to a raw export of new leads, as ingest does (same steps, same reasons), without a target.
+
+    Only the event sources given are read; with none, the batch has no events. Rows in = clean + quarantined per
+    table (rows a `filter` skipped are counted apart, in the report).
+    """
+    mapping = _load(source, require_target=False)
+    mapping["outcomes"] = None
+    mapping["leads"]["target"] = None
+    mapping["leads"]["derive_if_present"] = True
+    paths = _override_paths(mapping, source, leads=leads, events=events, event_sources=event_sources)
+    given = [s for s in mapping.get("events") or [] if s["key"] in paths]
+    mapping["events"] = given or None
+    result = check(mapping, paths=paths, root=root, max_share=1.0, now=now)
+    with _polars_errors(Path(leads)):
+        # Leads keep their file row, so later checks (created after the as-of time) still point into the file.
+        clean = {t: chk.annotated.filter(pl.col(C.REASON).is_null()).select(
+            *([C.ROW] if t == "leads" else []), *chk.columns).collect() for t, chk in result.tables.items()}
+        bad = result.quarantine().collect()
+    return MappedBatch(clean["leads"], clean.get("events"), bad, result.report)
 
 
 def reconciliation_lines(report: Mapping[str, Any]) -> list[str]:
@@ -290,6 +381,9 @@ def reconciliation_lines(report: Mapping[str, Any]) -> list[str]:
         if t is None:
             continue
         line = f"{table}: {t['rows_in']} in = {t['rows_out']} out + {t['quarantined']} quarantined"
+        skipped = sum((t.get("skipped_by_filter") or {}).values())
+        if skipped:
+            line += f" ({skipped} more rows skipped by the mapping's filter)"
         if t.get("other_event_types"):
             line += f" ({t['other_event_types']} with an event type outside the vocabulary, kept as 'other')"
         lines.append(line)
@@ -324,6 +418,15 @@ def print_report(report: Mapping[str, Any], *, console: Any | None = None) -> No
         names = ", ".join(f"{k} ({v})" for k, v in (events.get("other_event_names") or {}).items())
         console.print(f"[yellow]{events['other_event_types']:,} events kept as 'other'[/]: {names}")
     for name in C.TABLES:
+        skipped = (report.get(name) or {}).get("skipped_by_filter") or {}
+        if any(skipped.values()):
+            console.print(f"{name}: rows skipped by the mapping's filter (not quarantined): "
+                          + ", ".join(f"{k} {v:,}" for k, v in skipped.items()))
+        per_source = (report.get(name) or {}).get("sources") or {}
+        for source_name, t in per_source.items():
+            console.print(f"{name}:{source_name}: {t['rows_in']:,} in = {t['rows_out']:,} out + "
+                          f"{t['quarantined']:,} quarantined")
+    for name in C.TABLES:
         dropped = (report.get(name) or {}).get("dropped_columns") or {}
         for kind in ("leaky", "undeclared", "leaky_not_in_file"):
             if dropped.get(kind):
@@ -351,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _load(source: Path) -> dict[str, Any]:
+def _load(source: Path, *, require_target: bool = True) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(Path(source).read_text())
     except FileNotFoundError:
@@ -359,7 +462,7 @@ def _load(source: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise BadInput(source, f"not valid YAML: {e}") from None
     with _located(str(source)):
-        return load_mapping(raw, origin=str(source))
+        return load_mapping(raw, origin=str(source), require_target=require_target)
 
 
 def _max_share(params: Mapping[str, Any] | None) -> float:

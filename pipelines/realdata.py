@@ -147,14 +147,24 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
 
 
 def run_source(source: Path, report: Path, *, workdir: Path | None = None, recalibrate_recent: float | None = None,
-               console: Console | None = None) -> dict[str, Any]:
+               console: Console | None = None, root: Path | None = None, track: bool = True) -> dict[str, Any]:
+    """The whole pipeline on `source`'s export, logged to MLflow as the DVC stages log it (same store resolution:
+    MLFLOW_TRACKING_URI, else MLflow's default), and registered under the source's own model name.
+
+    `root` is the folder the mapping's relative paths start from (default: the working directory); `track=False`
+    skips MLflow (the report is the same)."""
     console = console or Console(stderr=True)
     params = source_params(source)
+    overrides = mapping_overrides(source)
+    console.print(f"[bold]{source}[/]: effective params = params.yaml + the mapping's overrides "
+                  f"{_flat_overrides(overrides) or '(none)'}")
+    base = Path(root) if root is not None else Path.cwd()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(workdir or tmp)
         interim, art = work / "interim", work / "artifacts"
-        console.print(f"[bold]{source}[/]: ingest")
-        ingest_report = ingest.run(source, interim, report=work / "ingest.json", params=section(params, "ingest"))
+        console.print("ingest")
+        ingest_report = ingest.run(source, interim, report=work / "ingest.json", params=section(params, "ingest"),
+                                   root=root)
         console.print("featurize")
         src = read_json(interim / "source.json")
         frame, spec, feat_report = featurize(
@@ -163,30 +173,40 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         write_frame(frame, work / "features.parquet")
         write_json(art / "feature_spec.json", spec)
         console.print("train")
-        trained = train.run(work / "features.parquet", art / "feature_spec.json", params=section(params, "train"))
+        train_params = section(params, "train")
+        trained = train.run(work / "features.parquet", art / "feature_spec.json", params=train_params)
         write_text(art / "model.txt", trained.model_text)
+        write_json(art / "baseline.json", trained.baseline)
+        write_json(art / "importance.json", trained.importance)
         console.print("calibrate")
-        calib, threshold = calibrate.run(frame, lgb.Booster(model_str=trained.model_text), spec,
-                                         section(params, "calibrate"), trained.valid_margins)
+        calib_params = section(params, "calibrate")
+        calib, threshold = calibrate.run(frame, lgb.Booster(model_str=trained.model_text), spec, calib_params,
+                                         trained.valid_margins)
         write_json(art / "calibrator.json", calib)
         write_json(art / "threshold.json", threshold)
         bundle = load_bundle(art)
         console.print("evaluate")
         test = frame.filter(pl.col("split") == "test")
-        result = evaluate.evaluate_frame(
-            test, bundle, LinearBaseline.from_dict(trained.baseline), section(params, "calibrate"), None
-        )
+        truth_path = base / src["truth"] if src.get("truth") else None
+        truth = pl.read_parquet(truth_path) if truth_path is not None and truth_path.exists() else None
+        result = evaluate.evaluate_frame(test, bundle, LinearBaseline.from_dict(trained.baseline), calib_params, truth)
         y_test = test["label"].to_numpy().astype(float)
         seed = int(params["base"]["seed"])
         result["test"]["auc_interval_90"] = list(
             M.auc_interval(y_test, bundle.margin(to_matrix(test, spec)), seed=seed)
         )
+        if "oracle_auc" in result["test"]:
+            result["test"]["auc_vs_oracle"] = result["test"]["auc"] / result["test"]["oracle_auc"]
         result["source"] = src.get("name")
         result["threshold"] = threshold
         result["train"] = trained.report
         result["featurize"] = feat_report
         result["ingest"] = ingest_report
         result["drift"] = drift_report(frame, bundle)
+        result["params"] = {"overrides_from_mapping": overrides, "effective": params,
+                            "note": "params.yaml plus the mapping's `params:`; `leadlift source-params` turns the "
+                                    "overrides into `dvc exp run -S` flags, which DVC writes into params.yaml in the "
+                                    "workspace (its convention: the experiment's params live there)"}
         console.print("explain")
         top = int(params["explain"]["top_reasons"])
         notes = explain.notes_for(test, bundle, explain.load_catalog(), all_leads=False, top=top, interim=interim)
@@ -197,6 +217,41 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         if share:
             result["recalibration"] = recalibration(frame, bundle, section(params, "calibrate"), float(share),
                                                   trained.valid_margins)
-    write_json(report, result)
-    return {"source": result["source"], "test_auc": result["test"]["auc"],
-            "baseline_lr_auc": result["test"]["baseline_lr_auc"], "ece": result["test"]["ece"], "report": str(report)}
+        write_json(report, result)
+        if track:
+            result["registry"] = _track(work, art, params, trained, calib, threshold, result, report, test, spec)
+            write_json(report, result)
+    out = {"source": result["source"], "test_auc": result["test"]["auc"],
+           "baseline_lr_auc": result["test"]["baseline_lr_auc"], "ece": result["test"]["ece"], "report": str(report)}
+    if "auc_vs_oracle" in result["test"]:
+        out["auc_vs_oracle"] = result["test"]["auc_vs_oracle"]
+    if "registry" in result:
+        out["registered_model"] = result["registry"]["registered_model"]
+        out["model_version"] = result["registry"].get("version")
+    return out
+
+
+def _track(work: Path, art: Path, params: dict[str, Any], trained: Any, calib: dict[str, Any],
+           threshold: dict[str, Any], metrics: dict[str, Any], report: Path, test: pl.DataFrame,
+           spec: dict[str, Any]) -> dict[str, Any]:
+    """The MLflow runs the DVC stages write: a training run, a calibration run nested under it, then evaluate's
+    metrics, plots and the registered pyfunc (gated `champion` within the source's own model name)."""
+    train_params = section(params, "train")
+    calib_params = section(params, "calibrate")
+    train_run = train.log_training(train_params, trained.report, {"model": art / "model.txt",
+                                   "spec": art / "feature_spec.json", "baseline": art / "baseline.json"},
+                                   [work / "features.parquet", art / "feature_spec.json"])
+    write_json(art / "train_run.json", train_run)
+    calib_run = calibrate.log_calibration(calib_params, calib, threshold,
+                                          [art / "calibrator.json", art / "threshold.json"], train_run)
+    write_json(art / "calibrate_run.json", calib_run)
+    evaluate.write_plots(test, load_bundle(art), LinearBaseline.from_dict(trained.baseline), trained.importance,
+                         metrics, calib_params, work / "plots", work / "figures", int(params["base"]["seed"]))
+    return evaluate.register(art, metrics, work / "figures", work / "plots", report, test,
+                             section(params, "evaluate"), spec)
+
+
+def _flat_overrides(overrides: dict[str, Any]) -> str:
+    from pipelines.tracking import flatten
+
+    return ", ".join(f"{k}={v}" for k, v in flatten(overrides).items())

@@ -10,6 +10,7 @@ from typing import Any
 import polars as pl
 
 from features import contract as C
+from features.mapping import event_vocabulary
 from features.schema import CREATED_AT, LEAD_ID
 from pipelines.io import BadInput
 
@@ -40,6 +41,8 @@ class Batch:
     newest: datetime | None
     #: The contract's facts per table (`features.contract.ContractResult.facts`).
     facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Rows of the raw leads file, when a mapping stood between the file and this batch.
+    rows_in: int | None = None
 
 
 def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dict[str, Any], leads_file: Path,
@@ -51,11 +54,12 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
     Rows are numbered by their position unless the frames carry `features.contract.ROW` (a part of a bigger file).
     `now` fixes the time after which a timestamp is in the future (default: the clock); `file_checks` as in
     `features.contract.validate`."""
-    passthrough = [c for c in source.get("notes_allowed", []) if c in leads.columns]
+    passthrough = [c for c in dict.fromkeys([*source.get("notes_allowed", []), *source.get("keep", [])])
+                   if c in leads.columns]
     files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
     result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
                         categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,
-                        now=now, file_checks=file_checks)
+                        event_types=event_vocabulary(source), now=now, file_checks=file_checks)
     clean = result.leads
     bad = result.quarantine
     if as_of is not None:
@@ -68,4 +72,4 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
                 pl.lit(CREATED_AT).alias("column"), pl.lit(AFTER_AS_OF).alias("reason"))
             bad = pl.concat([bad, extra.cast(bad.schema)])  # type: ignore[arg-type]
             clean = clean.filter(pl.col(CREATED_AT) <= as_of)
-    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, result.facts)
+    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, facts=result.facts)

@@ -77,7 +77,7 @@ def score_chunk(bundle: Bundle, explainer: TreeShap, leads: pl.DataFrame, events
     decision = bundle.decide(p)
     sql = np.flatnonzero(decision == SQL)
     rows = feats[sql].to_dicts()
-    firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
+    firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
     allowed = [c for c in source.get("notes_allowed", []) if c in leads.columns]
     picked = leads[sql]
     notes = build_notes(bundle, rows, X[sql], catalog, who=picked.select(firmo).to_dicts(),
@@ -185,15 +185,45 @@ def read_part(leads_path: Path, events: Path | None, source: dict[str, Any], as_
     return raw, part
 
 
+def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, source: dict[str, Any],
+                      as_of: datetime | None, event_sources: dict[str, Path] | None = None
+                      ) -> tuple[pl.DataFrame, list[str], Batch, datetime, pl.LazyFrame]:
+    """`load_batch` for raw export files: the mapping's leads and events sections first (`ingest.map_batch`: its
+    reasons for bad rows, no target needed), then the same checks as a canonical batch. Row numbers and rows in
+    stay those of the raw leads file."""
+    from pipelines.ingest import map_batch
+
+    mapped = map_batch(mapping, leads=leads_path, events=events, event_sources=event_sources)
+    missing_optional = check_compatible(mapped.leads, source, leads_path)
+    raw = mapped.leads.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    use_events = mapped.events is not None and source.get("has_events", True)
+    batch = check_batch(raw, mapped.events if use_events else None, source=source, leads_file=leads_path,
+                        events_file=events or (Path(str(mapping)) if use_events else None),
+                        as_of=utc(as_of) if as_of else None)
+    bad = pl.concat([mapped.quarantine, batch.quarantine.cast(mapped.quarantine.schema)])  # type: ignore[arg-type]
+    batch = Batch(batch.leads, batch.events, bad, batch.newest, rows_in=int(mapped.report["leads"]["rows_in"]))
+    at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    return raw, missing_optional, batch, at, ev
+
+
 def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of: datetime | None = None,
                quarantine: Path | None = None, model: str | Path = "data/artifacts", chunk_size: int = 50000,
-               console: Console | None = None) -> dict[str, Any]:
-    """Score a batch file; write scores and a quarantine file; return the reconciliation."""
+               console: Console | None = None, mapping: Path | None = None,
+               event_sources: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Score a batch file; write scores and a quarantine file; return the reconciliation. With `mapping`, the files
+    are a raw export that the source mapping brings into the canonical form first."""
     console = console or Console(stderr=True)
     bundle = load_bundle(model)
     source = source_of(bundle)
     quarantine = quarantine or out.with_name(f"{out.stem}.quarantine.csv")
-    raw, part = read_part(leads_path, events, source, as_of)
+    if mapping is not None:
+        raw, missing_optional, mapped, at, ev = load_mapped_batch(mapping, leads_path, events, source, as_of,
+                                                                  event_sources)
+        part = Part(mapped, missing_optional, at, ev)
+    else:
+        raw, part = read_part(leads_path, events, source, as_of)
     batch, missing_optional, as_of = part.batch, part.missing_optional, part.as_of
     leads = batch.leads
     explainer = TreeShap.from_booster(bundle.booster)
@@ -211,16 +241,17 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
     rejected = batch.quarantine.sort("table", "row")
     write_frame(rejected, quarantine)
     n_quarantined = int((rejected["table"] == "leads").sum())
-    if raw.height != leads.height + n_quarantined:
+    rows_in = batch.rows_in if batch.rows_in is not None else raw.height
+    if rows_in != leads.height + n_quarantined:
         raise RuntimeError(
-            f"reconciliation failed: {raw.height} rows in, {leads.height} scored, {n_quarantined} quarantined"
+            f"reconciliation failed: {rows_in} rows in, {leads.height} scored, {n_quarantined} quarantined"
         )
     report = {
-        "rows_in": raw.height,
+        "rows_in": rows_in,
         "scored": leads.height,
         "quarantined": n_quarantined,
         "sql": n_sql,
-        "events_quarantined": int((rejected["table"] == "events").sum()),
+        "events_quarantined": int(rejected["table"].str.starts_with("events").sum()),
         "as_of": as_of.isoformat(),
         "missing_optional_columns": missing_optional,
         "quarantine_file": str(quarantine),
@@ -248,7 +279,7 @@ def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *
     feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
                            windows=bundle.spec["windows"], as_of=as_of).collect()
     feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
-    firmo = [c for c in source.get("categorical", {}) if c in leads.columns]
+    firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
     return build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), catalog,
                        who=leads.select(firmo).to_dicts())
 

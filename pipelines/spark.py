@@ -376,7 +376,7 @@ def run_score(spark: SparkSession, leads: str, out: str, *, events: str | None =
         "scored": scored,
         "quarantined": quarantined,
         "sql": written.filter(F.col("decision") == SQL).count(),
-        "events_quarantined": by_table.get("events", 0),
+        "events_quarantined": sum(n for table, n in by_table.items() if table.startswith("events")),
         "as_of": result.as_of.isoformat(),
         "missing_optional_columns": result.missing_optional,
         "buckets": result.buckets,

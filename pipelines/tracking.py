@@ -14,6 +14,16 @@ from typing import Any
 EXPERIMENT = "leadlift"
 MODEL_NAME = "leadlift"
 CHAMPION = "champion"
+#: The source whose models register under the plain MODEL_NAME (leadlift's own synthetic export).
+DEFAULT_SOURCE = "synthetic"
+
+
+def model_name(source: str | None) -> str:
+    """One registered model per source: `leadlift` for the synthetic source, `leadlift-<name>` for any other, so
+    `champion` is only ever compared with models of the same export."""
+    if not source or source == DEFAULT_SOURCE:
+        return MODEL_NAME
+    return f"{MODEL_NAME}-{source}"
 
 
 def data_hash(paths: Iterable[str | Path]) -> str:

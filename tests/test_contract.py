@@ -167,7 +167,8 @@ def test_mixed_problems_reconcile_per_table() -> None:
     ev = events(["a", "b", "e", "q", "a"], ["meeting", "webinar", "form_fill", "email_open", "smoke_signal"])
     result = C.validate(frame, ev, legacy_score=True, now=NOW)
     assert result.counts["leads"] == {"rows_in": 5, "rows_out": 1, "quarantined": 4, "by_reason": {
-        C.DUPLICATE_LEAD_ID: 2, C.MISSING_LEAD_ID: 1, C.UNPARSEABLE_TIMESTAMP: 1}}
+        C.DUPLICATE_LEAD_ID: 2, C.MISSING_LEAD_ID: 1, C.UNPARSEABLE_TIMESTAMP: 1}, "by_reason_and_column": {
+            "duplicate lead_id (lead_id)": 2, "missing lead_id (lead_id)": 1, "unparseable timestamp (created_at)": 1}}
     assert result.counts["events"]["rows_out"] == 2 and result.counts["events"]["quarantined"] == 3
     assert_reconciles(result)
 

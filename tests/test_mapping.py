@@ -77,7 +77,7 @@ def test_feature_group_must_be_a_business_group() -> None:
 
 
 def test_feature_needs_a_description() -> None:
-    with pytest.raises(MappingError, match=r"description is required"):
+    with pytest.raises(MappingError, match=r"leads\.numeric\.visits\.description: Field required"):
         load_mapping(mapping(numeric={"visits": {"group": "research"}}))
 
 
@@ -86,11 +86,9 @@ def test_reason_and_note_templates_are_checked_when_the_mapping_loads() -> None:
         {"if": "value == 0", "text": "Never visited"}, "Only {value|visit}"]}}
     loaded = load_mapping(mapping(numeric={"visits": ok}))
     assert loaded["leads"]["numeric"]["visits"]["reason"]["for"] == "Visited {value|time}"
-    with pytest.raises(MappingError, match=r"leads\.numeric\.visits\.reason must be \{for: text, against: text\}"):
+    with pytest.raises(MappingError, match=r"unknown key leads\.numeric\.visits\.reason\.pro \(known: against, for\)"):
         load_mapping(mapping(numeric={"visits": {**ok, "reason": {"pro": "Visited"}}}))
-    with pytest.raises(
-        MappingError, match=r"leads\.numeric\.visits\.reason\.against\[0\] must be a text or \{if, text\}"
-    ):
+    with pytest.raises(MappingError, match=r"unknown key leads\.numeric\.visits\.reason\.against\.0\.when"):
         load_mapping(mapping(numeric={"visits": {**ok, "reason": {"against": [{"when": "x", "text": "y"}]}}}))
     with pytest.raises(MappingError, match=r"leads\.who must be a text or a list"):
         load_mapping(mapping(who=[]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import lightgbm as lgb
@@ -287,3 +288,35 @@ def test_empty_input_gives_empty_output() -> None:
     X, y = _numeric_with_nans(seed=43, n=500)
     ts = TreeShap.from_booster(_train(X, y, rounds=2))
     assert ts.contributions(np.empty((0, 6))).shape == (0, 7)
+
+
+@pytest.mark.parametrize("case", ["nans", "categorical", "zero_as_missing", "no_missing", "constant_tree"])
+def test_margin_is_lightgbms_raw_prediction_bit_for_bit(case: str) -> None:
+    """The LightGBM-free predictor gives the exact doubles LightGBM's predict does, odd rows included."""
+    if case == "categorical":
+        X, y = _categorical_data()
+        booster = _train(X, y, rounds=60, categorical=[1, 2])
+        X = np.vstack([X, [[0.0, -1.0, 99.0, 0.5], [0.0, np.nan, -0.5, np.nan], [0.0, 3.7, 11.0, 0.0]]])
+    elif case == "constant_tree":
+        X, y = _numeric_with_nans(seed=7)
+        text = _train(X, y, rounds=4).model_to_string()
+        start = text.index("Tree=2\n")
+        edited = re.sub(r"tree_sizes=[^\n]*\n", "", text[:start] + CONSTANT_TREE + text[text.index("\n\n", start):])
+        booster = lgb.Booster(model_str=edited)
+    else:
+        X, y = _numeric_with_nans(seed=3)
+        extra = {"zero_as_missing": {"zero_as_missing": True}, "no_missing": {"use_missing": False}}.get(case, {})
+        X[::7, 4] = 0.0
+        booster = _train(X, y, rounds=80, **extra)
+    X = _odd_numeric_rows(X) if X.shape[1] == 6 else X
+    ours = TreeShap.from_model_string(booster.model_to_string()).margin(X)
+    np.testing.assert_array_equal(ours, booster.predict(X, raw_score=True))
+
+
+def test_predicting_and_explaining_never_import_lightgbm() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from models.treeshap import TreeShap; "
+            "assert 'lightgbm' not in sys.modules and 'sklearn' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
