@@ -630,28 +630,36 @@ def validate(
 
 def merge_facts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One table's `summary` facts from those of disjoint parts of it, as if the table had been summarised whole:
-    counts add up, the first bad value is the one on the lowest row, the newest timestamp is the newest of all."""
+    counts add up, value counts merge, the first bad value is the one on the lowest row, the newest timestamp is the
+    newest of all. A fact it does not know how to merge is an error, so a new fact cannot be silently dropped."""
     if not parts:
         raise ValueError("no facts to merge")
-    merged: dict[str, Any] = {"rows_in": sum(int(p["rows_in"]) for p in parts)}
-    reasons: dict[str, int] = {}
-    for p in parts:
-        for r in p.get("by_reason") or []:
-            reasons[str(r[REASON])] = reasons.get(str(r[REASON]), 0) + int(r["n"])
-    merged["by_reason"] = [{REASON: k, "n": v} for k, v in sorted(reasons.items())]
-    for key in [k for k in parts[0] if k.endswith(":present")]:
-        col = key.removesuffix(":present")
-        merged[f"{col}:present"] = sum(int(p[f"{col}:present"]) for p in parts)
-        merged[f"{col}:parsed"] = sum(int(p[f"{col}:parsed"]) for p in parts)
-        bad = [p for p in parts if p[f"{col}:row"] is not None]
-        first = min(bad, key=lambda p: int(p[f"{col}:row"])) if bad else None
-        merged[f"{col}:row"] = first[f"{col}:row"] if first else None
-        merged[f"{col}:value"] = first[f"{col}:value"] if first else None
-    if "max_timestamp" in parts[0]:
-        newest = [p["max_timestamp"] for p in parts if p["max_timestamp"] is not None]
-        merged["max_timestamp"] = max(newest) if newest else None
-    if "other_event_types" in parts[0]:
-        merged["other_event_types"] = sum(int(p["other_event_types"] or 0) for p in parts)
+    merged: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key in ("rows_in", "other_event_types") or key.endswith((":present", ":parsed")):
+            merged[key] = sum(int(v or 0) for v in values)
+        elif key == "max_timestamp":
+            known = [v for v in values if v is not None]
+            merged[key] = max(known) if known else None
+        elif key.endswith(":row"):
+            col = key.removesuffix(":row")
+            bad = [p for p in parts if p[key] is not None]
+            first = min(bad, key=lambda p: int(p[key])) if bad else None
+            merged[key] = first[key] if first else None
+            merged[f"{col}:value"] = first[f"{col}:value"] if first else None
+        elif key.endswith(":value"):
+            continue  # with its ":row"
+        elif all(isinstance(v, list) or v is None for v in values):  # value counts: [{<value column>: v, "n": k}]
+            counts: dict[Any, int] = {}
+            name = None
+            for v in values:
+                for r in v or []:
+                    name = next(k for k in r if k != "n")
+                    counts[r[name]] = counts.get(r[name], 0) + int(r["n"])
+            merged[key] = [{name: k, "n": n} for k, n in sorted(counts.items())]
+        else:
+            raise ValueError(f"do not know how to merge the fact {key!r} of parts of a table")
     return merged
 
 

@@ -176,8 +176,12 @@ def test_merged_facts_of_a_tables_parts_equal_the_facts_of_the_whole() -> None:
              for part in (leads.filter(pl.col("lead_id").is_in(["a", "d", "g"])),
                           leads.filter(~pl.col("lead_id").is_in(["a", "d", "g"]) | pl.col("lead_id").is_null()))]
     merged = C.merge_facts(parts)
+
+    def normal(facts: dict[str, Any]) -> dict[str, Any]:  # value counts in any order
+        return {k: {tuple(r.values()) for r in v} if isinstance(v, list) else v for k, v in facts.items()}
+
     assert C.counts(merged) == C.counts(whole)
-    assert {k: v for k, v in merged.items() if k != "by_reason"} == {k: v for k, v in whole.items() if k != "by_reason"}
+    assert normal(merged) == normal(whole)
     assert merged["created_at:row"] == 2 and merged["created_at:value"] == "garbage"
 
 
