@@ -323,12 +323,18 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
     return {"leads": n, "ours": ours, "peer": peer, "floor": floor}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="5k and 20k new leads; bundle from the tests' small params")
-    ap.add_argument("--sizes", type=int, nargs="+", help="new-lead counts (default 100000 1000000)")
+def batch_options(doc: str | None, *, small: str, full: str) -> argparse.ArgumentParser:
+    """The options every scoring benchmark takes: --small, --sizes, --repo, --data."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help=f"{small} new leads; bundle from the tests' small params")
+    ap.add_argument("--sizes", type=int, nargs="+", help=f"new-lead counts (default {full})")
     ap.add_argument("--repo", type=Path, help="a repo copy to (re)use for the bundle (default under --data)")
     ap.add_argument("--data", type=Path, default=Path("/tmp"), help="where the repo copy and batches are kept")
+    return ap
+
+
+def main() -> None:
+    ap = batch_options(__doc__, small="5k and 20k", full="100000 1000000")
     ap.add_argument("--single-thread", action="store_true",
                     help="hold numba, polars, OpenMP and BLAS to one thread in every measured child")
     ap.add_argument("--child", choices=["batch", "leadlift", "floor", "peer"], help=argparse.SUPPRESS)

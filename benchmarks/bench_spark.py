@@ -266,11 +266,7 @@ def extrapolate(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="20k and 100k new leads; bundle from the tests' small params")
-    ap.add_argument("--sizes", type=int, nargs="+", help="new-lead counts (default 1000000 5000000)")
-    ap.add_argument("--repo", type=Path, help="a repo copy to (re)use for the bundle (default under --data)")
-    ap.add_argument("--data", type=Path, default=Path("/tmp"), help="where the repo copy and batches are kept")
+    ap = bench_score.batch_options(__doc__, small="20k and 100k", full="1000000 5000000")
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--buckets", type=int, help="default: from the input size (about 200k leads each)")
     ap.add_argument("--child", choices=["spark", "compare"], help=argparse.SUPPRESS)
