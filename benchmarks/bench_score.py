@@ -213,11 +213,13 @@ def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- the parent
 
 
-def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run this script as a child; return its JSON result plus its peak RSS (wait4) and wall time incl. startup."""
+def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+            script: Path | None = None) -> dict[str, Any]:
+    """Run this script (or `script`) as a child; return its JSON result plus its peak RSS (wait4) and wall time
+    incl. startup."""
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env)  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str((script or Path(__file__)).resolve()), *args], stdout=subprocess.PIPE,
+                            text=True, cwd=cwd, env=env)  # fmt: skip
     assert proc.stdout is not None
     text = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -254,8 +256,8 @@ SINGLE_THREAD = {"NUMBA_NUM_THREADS": "1", "POLARS_MAX_THREADS": "1", "OMP_NUM_T
                  "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_thread: bool = False
-               ) -> dict[str, Any]:
+def batch_folder(leads: int, repo: Path, data_root: Path) -> tuple[Path, dict[str, Any], str]:
+    """The batch of `leads` new leads under data_root, made once: (folder, its manifest, made in / cached)."""
     folder = data_root / f"leadlift_bench_score_batch_{leads}"
     if not (folder / "manifest.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
@@ -263,7 +265,12 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
         note = f"made in {made['seconds']:.1f} s"
     else:
         note = "cached"
-    manifest = json.loads((folder / "manifest.json").read_text())
+    return folder, json.loads((folder / "manifest.json").read_text()), note
+
+
+def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_thread: bool = False
+               ) -> dict[str, Any]:
+    folder, manifest, note = batch_folder(leads, repo, data_root)
     print(f"\n== {manifest['leads']:,} new leads, {manifest['events']:,} events, as of {manifest['as_of']} "
           f"({note}: {folder}) ==")
     (folder / "scored.parquet").unlink(missing_ok=True)
@@ -316,12 +323,18 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
     return {"leads": n, "ours": ours, "peer": peer, "floor": floor}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", action="store_true", help="5k and 20k new leads; bundle from the tests' small params")
-    ap.add_argument("--sizes", type=int, nargs="+", help="new-lead counts (default 100000 1000000)")
+def batch_options(doc: str | None, *, small: str, full: str) -> argparse.ArgumentParser:
+    """The options every scoring benchmark takes: --small, --sizes, --repo, --data."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help=f"{small} new leads; bundle from the tests' small params")
+    ap.add_argument("--sizes", type=int, nargs="+", help=f"new-lead counts (default {full})")
     ap.add_argument("--repo", type=Path, help="a repo copy to (re)use for the bundle (default under --data)")
     ap.add_argument("--data", type=Path, default=Path("/tmp"), help="where the repo copy and batches are kept")
+    return ap
+
+
+def main() -> None:
+    ap = batch_options(__doc__, small="5k and 20k", full="100000 1000000")
     ap.add_argument("--single-thread", action="store_true",
                     help="hold numba, polars, OpenMP and BLAS to one thread in every measured child")
     ap.add_argument("--child", choices=["batch", "leadlift", "floor", "peer"], help=argparse.SUPPRESS)

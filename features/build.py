@@ -509,23 +509,37 @@ def time_split(df: Frame, *, train: float, valid: float, test: float) -> Frame:
     │ c       ┆ 2025-01-03 00:00:00 UTC ┆ test  │
     └─────────┴─────────────────────────┴───────┘
     """
+    member = split_member(df.collect_schema().names())
+    pos = member.cast(pl.Int64).cum_sum()  # 1-based position among members, in (t0, lead_id) order
+    n = member.cast(pl.Int64).sum()
+    split = split_expr(member, pos, n, train=train, valid=valid, test=test)
+    return df.sort(T0, LEAD_ID).with_columns(split.alias(SPLIT))
+
+
+def split_member(columns: Sequence[str]) -> pl.Expr:
+    """Whether a row takes part in the split: in scope when the frame has a `scope` column, else every row."""
+    return (pl.col(SCOPE) == IN_SCOPE).fill_null(False) if SCOPE in columns else pl.int_range(pl.len()) >= 0
+
+
+def split_expr(member: pl.Expr, position: pl.Expr, n: pl.Expr, *, train: float, valid: float,
+               test: float) -> pl.Expr:
+    """The split of a member at 1-based `position` among `n` members in (t0, lead_id) order (null for the others).
+
+    `time_split` computes position and n over a whole frame; a scale-out engine computes them over all its
+    partitions and applies this same rule, so the two assign every lead the same split.
+    """
     shares = [float(train), float(valid), float(test)]
     if min(shares) < 0 or sum(shares) <= 0:
         raise ValueError(f"split shares must be >= 0 and not all 0, got {shares}")
     total = sum(shares)
     cut_train, cut_valid = shares[0] / total, (shares[0] + shares[1]) / total
-    columns = df.collect_schema().names()
-    member = (pl.col(SCOPE) == IN_SCOPE).fill_null(False) if SCOPE in columns else pl.int_range(pl.len()) >= 0
-    pos = member.cast(pl.Int64).cum_sum()  # 1-based position among members, in (t0, lead_id) order
-    n = member.cast(pl.Int64).sum()
-    split = (
+    return (
         pl.when(~member)
         .then(pl.lit(None, dtype=pl.String))
-        .when(pos <= (n * cut_train).round())
+        .when(position <= (n * cut_train).round())
         .then(pl.lit("train"))
-        .when(pos <= (n * cut_valid).round())
+        .when(position <= (n * cut_valid).round())
         .then(pl.lit("valid"))
         .otherwise(pl.lit("test"))
     )
-    return df.sort(T0, LEAD_ID).with_columns(split.alias(SPLIT))
 

@@ -572,6 +572,9 @@ class ContractResult:
     quarantine: pl.DataFrame
     counts: dict[str, dict[str, Any]]
     max_timestamp: datetime | None
+    #: Per table, the `summary` facts and what `raise_on_file_problems` needs, so that the facts of disjoint parts
+    #: of one file (buckets of a scale-out run) can be merged and checked as if the file had been checked whole.
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def validate(
@@ -589,9 +592,13 @@ def validate(
     files: Mapping[str, str] | None = None,
     origins: Mapping[str, Mapping[str, str]] | None = None,
     event_types: Sequence[str] = EVENT_TYPES,
+    file_checks: bool = True,
 ) -> ContractResult:
     """Check canonical tables eagerly (small data, tests, `leadlift validate`); raises BadInput on file-level
-    problems. The ingest stage runs the same `annotate_*` functions, streaming."""
+    problems. The ingest stage runs the same `annotate_*` functions, streaming.
+
+    `file_checks=False` skips the file-level checks, for a part of a file whose whole is checked elsewhere from the
+    merged facts (`merge_facts`, `file_problems`): one bucket of a file may hold no leads, or only bad values."""
     limit = limit_time(snapshot_at, now)
     files, origins, fmts = files or {}, origins or {}, time_formats or {}
     checked_leads = annotate_leads(
@@ -613,8 +620,9 @@ def validate(
     facts = {t.table: summary(t).collect().row(0, named=True) for t in tables}
     if events is not None:
         facts["events"]["other_event_types"] = other_summary(other_event_types(tables[1]).collect())[0]
-    for t in tables:
-        raise_on_file_problems(t, facts[t.table])
+    if file_checks:
+        for t in tables:
+            raise_on_file_problems(t, facts[t.table])
     bad = pl.concat([quarantine(t).collect() for t in tables]) if tables else empty_quarantine()
     cleaned = {t.table: clean(t).collect() for t in tables}
     newest = [facts[t]["max_timestamp"] for t in facts if facts[t].get("max_timestamp") is not None]
@@ -625,7 +633,49 @@ def validate(
         quarantine=bad,
         counts={t.table: counts(facts[t.table]) for t in tables},
         max_timestamp=max(newest) if newest else None,
+        facts={t.table: {"file": t.file, "parsed": t.parsed, "summary": facts[t.table]} for t in tables},
     )
+
+
+def merge_facts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One table's `summary` facts from those of disjoint parts of it, as if the table had been summarised whole:
+    counts add up, value counts merge, the first bad value is the one on the lowest row, the newest timestamp is the
+    newest of all. A fact it does not know how to merge is an error, so a new fact cannot be silently dropped."""
+    if not parts:
+        raise ValueError("no facts to merge")
+    merged: dict[str, Any] = {}
+    for key in parts[0]:
+        values = [p[key] for p in parts]
+        if key in ("rows_in", "other_event_types") or key.endswith((":present", ":parsed")):
+            merged[key] = sum(int(v or 0) for v in values)
+        elif key == "max_timestamp":
+            known = [v for v in values if v is not None]
+            merged[key] = max(known) if known else None
+        elif key.endswith(":row"):
+            col = key.removesuffix(":row")
+            bad = [p for p in parts if p[key] is not None]
+            first = min(bad, key=lambda p: int(p[key])) if bad else None
+            merged[key] = first[key] if first else None
+            merged[f"{col}:value"] = first[f"{col}:value"] if first else None
+        elif key.endswith(":value"):
+            continue  # with its ":row"
+        elif all(isinstance(v, list) or v is None for v in values):  # value counts: [{<value column>: v, "n": k}]
+            counts: dict[Any, int] = {}
+            name = None
+            for v in values:
+                for r in v or []:
+                    name = next(k for k in r if k != "n")
+                    counts[r[name]] = counts.get(r[name], 0) + int(r["n"])
+            merged[key] = [{name: k, "n": n} for k, n in sorted(counts.items())]
+        else:
+            raise ValueError(f"do not know how to merge the fact {key!r} of parts of a table")
+    return merged
+
+
+def file_problems(table: str, file: str | None, parsed: Mapping[str, Sequence[Any]], facts: Mapping[str, Any]) -> None:
+    """`raise_on_file_problems` for a table known only by its (merged) facts and what `validate` said it parsed."""
+    shape = {col: (str(name), bool(required)) for col, (name, required) in parsed.items()}
+    raise_on_file_problems(Checked(table, file, pl.LazyFrame(), [], shape), facts)
 
 
 def empty_quarantine() -> pl.DataFrame:

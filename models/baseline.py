@@ -43,8 +43,9 @@ class LinearBaseline:
         return _design(X, self)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        """Log-odds: the linear predictor."""
-        return np.asarray(self.design(X) @ np.asarray(self.coef) + self.intercept, dtype=np.float64)
+        """Log-odds: the linear predictor. Summed row by row (not a BLAS matrix-vector product, whose rounding can
+        depend on how many rows come along), so a lead gets the same bits in any batch: one file or a Spark bucket."""
+        return np.asarray((self.design(X) * np.asarray(self.coef)).sum(axis=1) + self.intercept, dtype=np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(expit(self.margin(X)))

@@ -87,6 +87,13 @@ def validate(
         raise typer.Exit(2)
 
 
+class Engine(str, Enum):
+    """Where `leadlift score` runs."""
+
+    single = "single"
+    spark = "spark"
+
+
 @app.command()
 @exits_cleanly
 def score(
@@ -112,9 +119,28 @@ def score(
         help="Refuse a batch whose model input is missing (or unseen) this much more often than in training.")] = 0.5,
     max_quarantine_share: Annotated[float, typer.Option(
         help="Refuse a batch when more than this share of its leads would be quarantined.")] = 0.5,
+    engine: Annotated[Engine, typer.Option(
+        help="single: this machine; spark: Apache Spark (Parquet files or folders in, --out is a folder).")
+    ] = Engine.single,
+    master: Annotated[str, typer.Option(help="Spark master URL (--engine spark).")] = "local[*]",
+    buckets: Annotated[
+        int | None, typer.Option(help="Spark buckets of leads (--engine spark); default about 200k leads each.")
+    ] = None,
 ) -> None:
     """Score a batch of new leads: probability, 0-100 score, percentile, decision, and reasons for each SQL. Writes
     the scores, the quarantine and a score report (<out stem>.report.json) together, or none of them."""
+    if engine is Engine.spark:
+        from pipelines.spark import run_score, session
+
+        if quarantine is not None:
+            raise BadInput(quarantine, "with --engine spark the quarantine is written to <out>/quarantine")
+        if source is not None or event_source:
+            raise BadInput(source, "--engine spark scores canonical Parquet; map a raw export with ingest first")
+        report = run_score(session(master), str(leads), str(out), events=str(events) if events else None,
+                           model=model, as_of=as_of, buckets=buckets, chunk_size=chunk_size)
+        console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined "
+                      f"{report['quarantined']}; {report['sql']} SQL -> {report['scores']}", highlight=False)
+        return
     from pipelines.score import score_file, summary_line
 
     report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,

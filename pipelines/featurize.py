@@ -12,6 +12,7 @@ featurize.min_train_positives, or when the leak guard refuses a column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from features.build import (
     SPLITS,
     T0,
     build_features,
+    feature_columns,
     label_leads,
     time_split,
 )
@@ -41,8 +43,9 @@ from features.schema import (
     OCCURRED_AT,
     utc,
 )
-from features.spec import feature_names, make_spec
+from features.spec import make_spec
 from features.timing import (
+    Conversions,
     check_split_conversions,
     check_timing,
     check_train_positives,
@@ -66,39 +69,71 @@ def featurize(
     LeakError (the guard). `params` is the featurize section with `base` inside (as `load_params("featurize")`
     returns it).
     """
-    base = params["base"]
-    observation_days, horizon_days = int(base["observation_days"]), int(base["horizon_days"])
-    windows = [int(w) for w in params["windows"]]
-    has_outcome_times = bool(source.get("has_outcome_times", True))
     snapshot_at, snapshot_basis = _snapshot(source, leads_lf, events_lf, outcomes_lf)
-    shares = params.get("split", {})
-    train_share = shares.get("train", 0.6) / sum(shares.get(k, d) for k, d in (("train", 0.6), ("valid", 0.2),
-                                                                                ("test", 0.2)))
-    min_positives = int(params.get("min_train_positives", 100))
-    timing: dict[str, Any] = {"has_outcome_times": False}
-    if has_outcome_times:
-        conv = conversions(leads_lf, outcomes_lf, snapshot_at=snapshot_at)
-        timing = {"has_outcome_times": True,
-                  **timing_report(conv, observation_days=observation_days, horizon_days=horizon_days)}
-        check_timing(conv, timing, max_lost_share=float(params.get("max_lost_conversion_share", 0.25)),
-                     min_positives=int(round(min_positives / max(train_share, 1e-9))))
+    has_outcome_times = bool(source.get("has_outcome_times", True))
+    conv = conversions(leads_lf, outcomes_lf, snapshot_at=snapshot_at) if has_outcome_times else None
+    timing = target_timing(conv, params)
+    labeled = labeled_features(leads_lf, events_lf, outcomes_lf, source, params, snapshot_at=snapshot_at)
+    frame = time_split(labeled, **split_shares(params)).collect().select(frame_columns(labeled))
+    spec, report = describe(frame, source, params, snapshot_at=snapshot_at, snapshot_basis=snapshot_basis,
+                            timing=timing)
+    return frame, spec, report
 
-    feats = build_features(leads_lf, events_lf, source, observation_days=observation_days, windows=windows)
-    labeled = label_leads(feats, outcomes_lf, horizon_days=horizon_days, snapshot_at=snapshot_at,
-                          has_outcome_times=has_outcome_times)
-    frame = time_split(labeled, train=shares.get("train", 0.6), valid=shares.get("valid", 0.2),
-                       test=shares.get("test", 0.2)).collect()
 
+def target_timing(conv: Conversions | None, params: dict[str, Any]) -> dict[str, Any]:
+    """Where the conversions fall against the label's window (None: the source has no outcome times); raises
+    TimingError, with values that work, when too many fall outside it. Checked before any feature is built."""
+    if conv is None:
+        return {"has_outcome_times": False}
+    base = params["base"]
+    timing = {"has_outcome_times": True, **timing_report(conv, observation_days=int(base["observation_days"]),
+                                                         horizon_days=int(base["horizon_days"]))}
+    shares = split_shares(params)
+    train_share = shares["train"] / sum(shares.values())
+    check_timing(conv, timing, max_lost_share=float(params.get("max_lost_conversion_share", 0.25)),
+                 min_positives=int(round(int(params.get("min_train_positives", 100)) / max(train_share, 1e-9))))
+    return timing
+
+
+def labeled_features(leads_lf: pl.LazyFrame, events_lf: pl.LazyFrame, outcomes_lf: pl.LazyFrame,
+                     source: dict[str, Any], params: dict[str, Any], *, snapshot_at: datetime) -> pl.LazyFrame:
+    """Features, scope, label (and legacy score) of every lead. Each row depends only on that lead, its events
+    and its outcome, so any partition of the leads by id, with their events and outcomes, gives the same rows."""
+    base = params["base"]
+    windows = [int(w) for w in params["windows"]]
+    feats = build_features(leads_lf, events_lf, source, observation_days=int(base["observation_days"]),
+                           windows=windows)
+    labeled = label_leads(feats, outcomes_lf, horizon_days=int(base["horizon_days"]), snapshot_at=snapshot_at,
+                          has_outcome_times=bool(source.get("has_outcome_times", True)))
     leads_cols = leads_lf.collect_schema().names()
     legacy = [LEGACY_SCORE] if source.get("legacy_score") and LEGACY_SCORE in leads_cols else []
     if legacy:
-        frame = frame.join(leads_lf.select(LEAD_ID, LEGACY_SCORE).collect(), on=LEAD_ID, how="left",
-                           maintain_order="left")
+        labeled = labeled.join(leads_lf.select(LEAD_ID, LEGACY_SCORE), on=LEAD_ID, how="left", maintain_order="left")
+    return labeled.select(LEAD_ID, T0, SCOPE, LABEL, *legacy, *feature_columns(source, windows))
+
+
+def frame_columns(labeled: pl.LazyFrame | pl.DataFrame) -> list[str]:
+    """The training frame's columns in file order: the split goes after t0."""
+    names = labeled.collect_schema().names()
+    return [LEAD_ID, T0, SPLIT, *[c for c in names if c not in (LEAD_ID, T0, SPLIT)]]
+
+
+def split_shares(params: dict[str, Any]) -> dict[str, float]:
+    shares = params.get("split", {})
+    return {"train": shares.get("train", 0.6), "valid": shares.get("valid", 0.2), "test": shares.get("test", 0.2)}
+
+
+def describe(frame: pl.DataFrame, source: dict[str, Any], params: dict[str, Any], *, snapshot_at: datetime,
+             snapshot_basis: str, timing: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The feature spec (categories from the train rows) and the report with the target timing (`target_timing`)
+    and the leak guard's findings; raises BadInput when train or valid hold too few conversions to learn from."""
+    min_positives = int(params.get("min_train_positives", 100))
+    base = params["base"]
+    observation_days, horizon_days = int(base["observation_days"]), int(base["horizon_days"])
+    windows = [int(w) for w in params["windows"]]
     train_mask = (frame[SPLIT] == "train").fill_null(False)
     spec = make_spec(frame, source, observation_days=observation_days, horizon_days=horizon_days, windows=windows,
                      train_mask=train_mask)
-    frame = frame.select(LEAD_ID, T0, SPLIT, SCOPE, LABEL, *legacy, *feature_names(spec))
-
     report = _report(frame, snapshot_at=snapshot_at, snapshot_basis=snapshot_basis, spec=spec)
     report["target_timing"] = timing
     train = frame.filter(train_mask)
@@ -113,22 +148,27 @@ def featurize(
                           valid_label=valid[LABEL].to_numpy(), t0=T0)
     report["leak_guard"] = {"auc_max": auc_max, "allow": allow, "findings": [f.as_dict() for f in findings],
                             "highest_auc_train": closest_to_limit(train, train[LABEL].to_numpy(), spec)}
-    return frame, spec, report
+    return spec, report
 
 
 def _snapshot(source: dict[str, Any], leads: pl.LazyFrame, events: pl.LazyFrame,
               outcomes: pl.LazyFrame) -> tuple[datetime, str]:
     """snapshot_at from source.json; without one, the newest timestamp in the data (said so in the report)."""
+    return snapshot_time(source, lambda: [
+        leads.select(pl.col(CREATED_AT).max()).collect().item(),
+        events.select(pl.col(OCCURRED_AT).max()).collect().item(),
+        outcomes.select(pl.col(CONVERTED_AT).max()).collect().item(),
+    ])
+
+
+def snapshot_time(source: dict[str, Any], newest_in_data: Callable[[], list[datetime | None]]) -> tuple[datetime, str]:
+    """snapshot_at from source.json, else the newest of the data's created_at, occurred_at and converted_at
+    (asked for only when needed: an engine computes them its own way)."""
     raw = source.get("snapshot_at")
     if raw:
         ts = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
         return utc(ts), "source"
-    newest = [
-        leads.select(pl.col(CREATED_AT).max()).collect().item(),
-        events.select(pl.col(OCCURRED_AT).max()).collect().item(),
-        outcomes.select(pl.col(CONVERTED_AT).max()).collect().item(),
-    ]
-    known = [t for t in newest if t is not None]
+    known = [t for t in newest_in_data() if t is not None]
     if not known:
         raise ValueError("no snapshot_at in source.json and no timestamps in the data to infer it from")
     return max(known), "inferred: newest timestamp in the data"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,8 @@ class Batch:
     quarantine: pl.DataFrame
     newest: datetime | None
     counts: dict[str, dict[str, Any]]
+    #: The contract's facts per table (`features.contract.ContractResult.facts`): Spark merges those of its buckets.
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -195,15 +197,20 @@ def read_batch_table(table: str, path: Path, *, encoding: str | None = None) -> 
 
 
 def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dict[str, Any], leads_file: Path,
-                events_file: Path | None, as_of: datetime | None) -> Batch:
+                events_file: Path | None, as_of: datetime | None, now: datetime | None = None,
+                file_checks: bool = True) -> Batch:
     """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
-    explicit as-of time are quarantined too, since no decision can be made before a lead exists."""
+    explicit as-of time are quarantined too, since no decision can be made before a lead exists.
+
+    Rows are numbered by their position unless the frames carry `features.contract.ROW` (a part of a bigger file).
+    `now` fixes the time after which a timestamp is in the future (default: the clock); `file_checks` as in
+    `features.contract.validate`."""
     passthrough = [c for c in dict.fromkeys([*source.get("notes_allowed", []), *source.get("keep", [])])
                    if c in leads.columns]
     files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
     result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
                         categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,
-                        event_types=event_vocabulary(source))
+                        event_types=event_vocabulary(source), now=now, file_checks=file_checks)
     clean = result.leads
     bad = result.quarantine
     counts = {t: dict(c) for t, c in result.counts.items()}
@@ -221,27 +228,25 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
             counts["leads"] = {**counts["leads"], "rows_out": clean.height,
                                "quarantined": counts["leads"]["quarantined"] + late.height,
                                "by_reason": dict(sorted(by_reason.items()))}
-    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, counts)
+    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, counts,
+                 result.facts)
 
 
 def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None, *,
                encoding: str | None = None) -> Loaded:
-    """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`)."""
+    """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`); the check is
+    `check_part`, the same function a Spark bucket runs."""
     raw, read_leads = read_batch_table("leads", leads_path, encoding=encoding)
-    absent = check_compatible(raw, source, leads_path)
-    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in absent])
     use_events = events is not None and source.get("has_events", True)
     read = {"leads": read_leads}
     events_raw = None
     if use_events:
         assert events is not None
         events_raw, read["events"] = read_batch_table("events", events, encoding=encoding)
-    batch = check_batch(raw, events_raw, source=source, leads_file=leads_path,
-                        events_file=events if use_events else None, as_of=utc(as_of) if as_of else None)
-    at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
-    return Loaded(raw, absent, batch, at, ev, {k: v for k, v in read.items() if v}, use_events, raw.height)
+    part = check_part(raw, events_raw, source, leads_file=leads_path, events_file=events if use_events else None,
+                      as_of=as_of)
+    return Loaded(raw, part.missing_optional, part.batch, part.as_of, part.events,
+                  {k: v for k, v in read.items() if v}, use_events, raw.height)
 
 
 def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_file: Path | None,
@@ -330,6 +335,45 @@ def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as
     return pl.DataFrame(out, schema=OUTPUT_SCHEMA)
 
 
+@dataclass(frozen=True)
+class Part:
+    """A checked batch (or one bucket of a bigger one) ready to score: `check_part` makes it, `score_part` scores it."""
+
+    batch: Batch
+    missing_optional: list[str]
+    as_of: datetime
+    events: pl.LazyFrame
+
+
+def decision_time(as_of: datetime | None, newest: datetime | None, now: datetime | None = None) -> datetime:
+    """The as-of time features are built at: the given one, else the newest clean timestamp, else now."""
+    return utc(as_of) if as_of else (newest or now or datetime.now(UTC))
+
+
+def check_part(raw: pl.DataFrame, events: pl.DataFrame | None, source: dict[str, Any], *, leads_file: Path,
+               events_file: Path | None, as_of: datetime | None, at: datetime | None = None,
+               now: datetime | None = None, file_checks: bool = True) -> Part:
+    """The contract on leads (and their events): clean rows, quarantine, and the decision time.
+
+    One machine checks a whole file; Spark checks one bucket of it with `at` (the whole batch's decision time),
+    `now` fixed by the driver and the file-level checks done once over all buckets.
+    """
+    missing_optional = check_compatible(raw, source, leads_file)
+    raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
+    batch = check_batch(raw, events, source=source, leads_file=leads_file, events_file=events_file,
+                        as_of=utc(as_of) if as_of else None, now=now, file_checks=file_checks)
+    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
+    return Part(batch, missing_optional, at or decision_time(as_of, batch.newest, now), ev)
+
+
+def score_part(bundle: Bundle, part: Part, *, catalog: dict[str, Any], chunk_size: int) -> Iterator[pl.DataFrame]:
+    """Scored leads of a checked part, chunk by chunk, in input order (one machine's whole batch, or a Spark bucket)."""
+    for leads in chunks(part.batch.leads, chunk_size):
+        events = part.events.filter(pl.col(LEAD_ID).is_in(leads[LEAD_ID].implode()))
+        yield score_chunk(bundle, leads, events, as_of=part.as_of, catalog=catalog)
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -413,12 +457,11 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
             transient=True) as progress:
         task = progress.add_task("score", total=leads.height)
-        for part in chunks(leads, chunk_size):
-            part_events = loaded.events.filter(pl.col(LEAD_ID).is_in(part[LEAD_ID].implode()))
-            scored = score_chunk(bundle, part, part_events, as_of=as_of_used, catalog=catalog)
+        for scored in score_part(bundle, Part(batch, loaded.absent, as_of_used, loaded.events), catalog=catalog,
+                                 chunk_size=chunk_size):
             n_sql += int((scored["decision"] == SQL).sum())
             writer.write(scored, out_tmp)
-            progress.advance(task, part.height)
+            progress.advance(task, scored.height)
         writer.close(out_tmp)
         rejected = batch.quarantine.sort("table", "row")
         frame_writer(outputs.quarantine)(rejected, q_tmp)

@@ -52,3 +52,18 @@ def test_calibrate_refuses_margins_that_do_not_cover_the_valid_split(pipeline_re
     assert calibrate.held_out_margin(valid, margins).shape == (valid.height,)
     with pytest.raises(ValueError, match=r"1 of \d+ valid leads have none"):
         calibrate.held_out_margin(valid, margins.slice(1))
+
+
+def test_the_logistic_margin_of_a_lead_does_not_depend_on_its_batch() -> None:
+    """A lead scored alone, in a chunk or in a Spark bucket gets the same bits (a BLAS product would not promise it)."""
+    from models.baseline import fit_baseline
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 12))
+    X[:, 3] = rng.integers(0, 5, 3000)
+    y = (rng.random(3000) < 0.3).astype(float)
+    lr = fit_baseline(X, y, categorical=[3], n_categories=[5])
+    whole = lr.margin(X)
+    for size in (1, 37, 1024):
+        parts = np.concatenate([lr.margin(X[i:i + size]) for i in range(0, len(X), size)])
+        assert np.array_equal(whole.view(np.int64), parts.view(np.int64)), size
