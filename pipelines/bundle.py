@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.bundle import (
     BUNDLE_FILES,
     MANIFEST,
@@ -123,10 +125,16 @@ def load_bundle_dir(path: str | Path) -> Bundle:
     parts = {key: _json_object(folder / BUNDLE_FILES[key]) for key in ("spec", "calibrator", "threshold")}
     scorer = folder / BUNDLE_FILES["scorer"]
     try:
-        return bundle_from_parts(text, parts["spec"], parts["calibrator"], parts["threshold"],
-                                 _json_object(scorer) if scorer.exists() else None)
+        bundle = bundle_from_parts(text, parts["spec"], parts["calibrator"], parts["threshold"],
+                                   _json_object(scorer) if scorer.exists() else None)
     except (KeyError, TypeError, ValueError) as e:
         raise BadInput(folder, f"not a usable leadlift bundle: {type(e).__name__}: {safe_message(e)}") from None
+    try:  # the scorer parses the model text on first use: make that now, so a bad one fails here, not mid-batch
+        bundle.margin(np.zeros((0, len(bundle.spec["features"]))))
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise BadInput(folder / BUNDLE_FILES["model"], f"not a LightGBM model leadlift can read: {type(e).__name__}: "
+                                                       f"{safe_message(e)}") from None
+    return bundle
 
 
 def _json_object(file: Path) -> dict[str, Any]:

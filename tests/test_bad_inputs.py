@@ -308,6 +308,18 @@ def test_a_truncated_model_exits_2_naming_it(world: dict[str, Path], tmp_path: P
     assert files(tmp_path) == {"b"}
 
 
+def test_a_whole_model_text_the_kernel_cannot_read_exits_2_naming_it(world: dict[str, Path], tmp_path: Path) -> None:
+    """Loading parses the model (leadlift's own reader, no LightGBM): a file that looks whole but does not parse is
+    bad input at load time, before any lead is read."""
+    b = broken_bundle(world, tmp_path, manifest=False)
+    text = (b / "model.txt").read_text()
+    (b / "model.txt").write_text(text.replace("leaf_value=", "leaf_value=x", 1))
+    res = score(world, tmp_path, model=b)
+    assert res.exit_code == 2, res.stderr
+    assert_names(res.stderr, "model.txt", "not a LightGBM model leadlift can read")
+    assert files(tmp_path) == {"b"}
+
+
 @pytest.mark.parametrize("manifest", [True, False])
 def test_a_broken_calibrator_exits_2_naming_it(world: dict[str, Path], tmp_path: Path, manifest: bool) -> None:
     b = broken_bundle(world, tmp_path, manifest=manifest)

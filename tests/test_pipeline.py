@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import ROOT, copy_repo, run, tool_env
+from tests.conftest import ROOT, copy_of, copy_repo, run, tool_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -88,12 +87,6 @@ def test_no_pii_reaches_mlflow_params_tags_or_artifacts(pipeline_repo: Path) -> 
     emails = [s for s in secrets if "@" in s]
     assert emails and not [s for s in emails if s in blob]
     assert not [s for s in secrets if "@" not in s and len(s) > 6 and f'"{s}"' in blob]
-
-
-def copy_of(repo: Path, dest: Path) -> Path:
-    """A full copy of a reproduced repo (data, lock, MLflow store), for tests that change it."""
-    shutil.copytree(repo, dest, symlinks=True)
-    return dest
 
 
 def test_forced_retraining_gives_an_identical_model_and_metrics(pipeline_repo: Path, tmp_path: Path) -> None:

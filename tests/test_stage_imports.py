@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, tool_env
-from tests.test_pipeline import copy_of
+from tests.conftest import ROOT, copy_of, tool_env
 
 #: Libraries a stage must not load when it is imported (lazy imports inside functions are allowed to load later).
 NOT_ON_IMPORT: dict[str, set[str]] = {
