@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit
-from sklearn.linear_model import LogisticRegression
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,10 @@ def _design(X: np.ndarray, b: LinearBaseline) -> np.ndarray:
 def fit_baseline(
     X: np.ndarray, y: np.ndarray, *, categorical: Sequence[int], n_categories: Sequence[int], C: float = 1.0
 ) -> LinearBaseline:
-    """Fit the baseline on the train split; `n_categories[i]` is the code count of `categorical[i]`."""
+    """Fit the baseline on the train split; `n_categories[i]` is the code count of `categorical[i]`. (scikit-learn is
+    imported here, not by the module: scoring with a fitted baseline needs numpy only.)"""
+    from sklearn.linear_model import LogisticRegression
+
     cats = list(categorical)
     numeric = [j for j in range(X.shape[1]) if j not in cats]
     medians, log_scaled, means, scales = [], [], [], []

@@ -6,20 +6,28 @@ log-odds. Every consumer talks to it through one small interface, `Scorer`: `mar
 `contributions(X)` (one column per feature plus the expected value, adding up to the margin) and `expected_value`.
 So `score`, `explain`, `evaluate` and the MLflow pyfunc work with any of them, and the reason codes are exact for
 each: TreeSHAP for the GBM, linear SHAP for the logistic regression, their weighted sum for a blend.
+
+Loading a bundle never imports LightGBM (about 1.5 s per process, scikit-learn and pandas included): the GBM scores
+and explains through `models.treeshap.TreeShap`, which parses LightGBM's model text itself and returns LightGBM's raw
+scores bit for bit. A caller that needs a real booster (a peer benchmark, `pred_contrib`) asks `Bundle.booster`, built
+on first use.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
 
 from models.baseline import LinearBaseline
 from models.calibration import Calibrator, percentile, to_score
-from models.treeshap import TreeShap
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+    from models.treeshap import TreeShap
 
 SQL = "SQL"
 NURTURE = "nurture"
@@ -43,19 +51,25 @@ class Scorer(Protocol):
 
 
 class GbmScorer:
-    """LightGBM: raw scores, and exact TreeSHAP from leadlift's own kernel (built once, on first use)."""
+    """LightGBM: raw scores and exact TreeSHAP from leadlift's own kernel (built once, on first use), from the model
+    text (or a live booster); neither needs LightGBM itself."""
 
     kind = LIGHTGBM
 
-    def __init__(self, booster: lgb.Booster) -> None:
-        self.booster = booster
+    def __init__(self, model: str | lgb.Booster) -> None:
+        self.model = model
 
     @cached_property
     def explainer(self) -> TreeShap:
-        return TreeShap.from_booster(self.booster)
+        from models.treeshap import TreeShap  # numba: loaded by the stages that score, not by those that only seal
+
+        if isinstance(self.model, str):
+            return TreeShap.from_model_string(self.model)
+        return TreeShap.from_booster(self.model)
 
     def margin(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
+        """LightGBM's `predict(X, raw_score=True)`, bit for bit."""
+        return self.explainer.margin(X)
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         return self.explainer.contributions(X)
@@ -104,12 +118,13 @@ class BlendScorer:
         return float(sum(w * s.expected_value for w, s in self.parts))
 
 
-def scorer_from_dict(d: dict[str, Any] | None, booster: lgb.Booster) -> Scorer:
-    """The scorer scorer.json describes; None (a bundle from before the model choice) is LightGBM alone."""
+def scorer_from_dict(d: dict[str, Any] | None, model: str | lgb.Booster) -> Scorer:
+    """The scorer scorer.json describes, with the LightGBM model as text (model.txt) or a booster; None (a bundle from
+    before the model choice) is LightGBM alone."""
     spec = d or {}
     kind = spec.get("kind", LIGHTGBM)
     if kind == LIGHTGBM:
-        return GbmScorer(booster)
+        return GbmScorer(model)
     if kind not in MODEL_KINDS or not isinstance(spec.get(LOGISTIC), dict):
         raise ValueError(f"scorer.json: kind must be one of {', '.join(MODEL_KINDS)}, and {LOGISTIC!r} must hold the "
                          f"logistic model for {LOGISTIC} and {BLEND}; got kind {kind!r}")
@@ -117,7 +132,7 @@ def scorer_from_dict(d: dict[str, Any] | None, booster: lgb.Booster) -> Scorer:
     if kind == LOGISTIC:
         return linear
     weights = spec["weights"]
-    return BlendScorer([(float(weights[LIGHTGBM]), GbmScorer(booster)), (float(weights[LOGISTIC]), linear)])
+    return BlendScorer([(float(weights[LIGHTGBM]), GbmScorer(model)), (float(weights[LOGISTIC]), linear)])
 
 
 def scorer_dict(kind: str, logistic: LinearBaseline | dict[str, Any], *, weights: dict[str, float] | None = None
@@ -138,7 +153,8 @@ def scorer_dict(kind: str, logistic: LinearBaseline | dict[str, Any], *, weights
 class Bundle:
     """What `score`, `explain` and the MLflow pyfunc need; built from plain text and JSON, never from pickles."""
 
-    booster: lgb.Booster
+    #: The LightGBM model in its text format (model.txt).
+    model_text: str
     spec: dict[str, Any]
     calibrator: Calibrator
     reference: np.ndarray
@@ -148,13 +164,20 @@ class Bundle:
 
     def __post_init__(self) -> None:
         self._names = [f["name"] for f in self.spec["features"]]
-        if self.booster.feature_name() != self._names:
+        model_names = model_feature_names(self.model_text)
+        if model_names != self._names:
             raise ValueError(
-                "model and feature spec disagree on the features: "
-                f"model has {self.booster.feature_name()}, spec has {self._names}"
+                f"model and feature spec disagree on the features: model has {model_names}, spec has {self._names}"
             )
         if self.scorer is None:
-            self.scorer = GbmScorer(self.booster)
+            self.scorer = GbmScorer(self.model_text)
+
+    @cached_property
+    def booster(self) -> lgb.Booster:
+        """A real LightGBM booster of model.txt, for callers that need LightGBM itself (built on first use)."""
+        import lightgbm as lgb
+
+        return lgb.Booster(model_str=self.model_text)
 
     @property
     def threshold_probability(self) -> float:
@@ -195,6 +218,9 @@ OPTIONAL_FILES = frozenset({"scorer"})
 OPTIONAL_BUNDLE_FILES: tuple[str, ...] = ("baseline.json",)
 #: sha256 and size of every bundle file, written when the bundle is complete and checked before anything is parsed.
 MANIFEST = "manifest.json"
+#: The bundle files a lead's raw margin depends on: two bundles that agree on these score every lead alike (the
+#: calibrator and the threshold change probabilities and decisions, never the ranking).
+MARGIN_FILES: tuple[str, ...] = (BUNDLE_FILES["model"], BUNDLE_FILES["scorer"], BUNDLE_FILES["spec"], "baseline.json")
 
 
 def bundle_file_names(present: set[str] | frozenset[str]) -> list[str]:
@@ -203,6 +229,14 @@ def bundle_file_names(present: set[str] | frozenset[str]) -> list[str]:
     required = [name for key, name in BUNDLE_FILES.items() if key not in OPTIONAL_FILES]
     optional = [*(BUNDLE_FILES[key] for key in sorted(OPTIONAL_FILES)), *OPTIONAL_BUNDLE_FILES]
     return [*required, *(name for name in optional if name in present)]
+
+
+def model_feature_names(text: str) -> list[str]:
+    """The feature names in a LightGBM model text's header (what `Booster.feature_name()` returns)."""
+    for line in text.split("\n\n", 1)[0].splitlines():
+        if line.startswith("feature_names="):
+            return line.removeprefix("feature_names=").split()
+    raise ValueError("not a LightGBM model text: its header has no feature_names line")
 
 
 def model_text_problem(text: str) -> str | None:
@@ -225,12 +259,11 @@ def bundle_from_parts(
     scorer: dict[str, Any] | None = None,
 ) -> Bundle:
     """Assemble a bundle from the text of its files (see BUNDLE_FILES)."""
-    booster = lgb.Booster(model_str=model_text)
     return Bundle(
-        booster=booster,
+        model_text=model_text,
         spec=spec,
         calibrator=Calibrator.from_dict(calibrator["calibrator"]),
         reference=np.asarray(calibrator["reference"], dtype=np.float64),
         threshold=threshold,
-        scorer=scorer_from_dict(scorer, booster),
+        scorer=scorer_from_dict(scorer, model_text),
     )

@@ -1,7 +1,8 @@
 """Probability calibration, so that "score 37" means a 37% chance of converting, plus the 0-100 score and percentile.
 
 The calibrator maps the booster's raw margin (log-odds) to a probability. It is fitted on the valid split (data the
-booster never saw) and stored as plain JSON numbers: loading it never unpickles anything.
+booster never saw) and stored as plain JSON numbers: loading it never unpickles anything. Applying a calibrator needs
+numpy and scipy only; scikit-learn is imported where one is fitted.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import expit, logit
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from models.metrics import brier, ece, labels_and_scores, log_loss
 
@@ -108,6 +107,8 @@ def _fit_sigmoid(margin: np.ndarray, y: np.ndarray) -> Calibrator:
     when the margin separates the classes perfectly. A soft target t is the same log loss as a positive row of weight t
     plus a negative row of weight 1 - t, so scikit-learn's unpenalised Newton solver fits it exactly. A margin that
     ranks backwards (a <= 0) keeps a tiny positive slope: a calibrator never reverses the model's ranking."""
+    from sklearn.linear_model import LogisticRegression
+
     n_pos = y.sum()
     n_neg = y.size - n_pos
     t = np.where(y == 1.0, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
@@ -130,6 +131,8 @@ def _fit_isotonic(margin: np.ndarray, y: np.ndarray) -> Calibrator:
     """PAV blocks -> knots at each block's mean margin with its conversion rate smoothed as (k + 0.5) / (n + 1), so
     no knot is 0 or 1; smoothing can break monotonicity between small blocks, so PAV runs once more on the smoothed
     rates and equal neighbours merge (weighted), leaving strictly increasing knots."""
+    from sklearn.isotonic import IsotonicRegression
+
     order = np.argsort(margin, kind="stable")
     m, yy = margin[order], y[order]
     fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(m, yy).predict(m)

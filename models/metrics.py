@@ -4,6 +4,9 @@ Scores `p` may be any real ranking score for the ranking metrics (auc, pr_auc, l
 gains_curve, conversions_at_volume); the probability metrics (log_loss, brier, ece, reliability_curve) need p in [0, 1].
 Labels `y` are 0/1 (bool, int or float). Everything is deterministic: ties in a ranking are broken by a stable sort on
 -p, so equal scores keep their input order.
+
+scikit-learn is imported inside the functions that use it (about 1.3 s per process): the decision metrics a threshold
+experiment re-computes (decision_table, conversions_at_volume, lift_at, ece, log_loss) never load it.
 """
 
 from __future__ import annotations
@@ -13,14 +16,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 from numpy.typing import ArrayLike
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 #: Curves written for DVC plots are cut down to about this many points (the shape survives, the files stay small).
 MAX_CURVE_POINTS = 500
@@ -76,6 +71,8 @@ def _downsample(n: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
 
 def auc(y: ArrayLike, p: ArrayLike) -> float:
     """Area under the ROC curve: the chance a random converter ranks above a random non-converter (ties count 1/2)."""
+    from sklearn.metrics import roc_auc_score
+
     yy, pp = labels_and_scores(y, p)
     _need_both_classes(yy, "AUC")
     return float(roc_auc_score(yy, pp))
@@ -83,6 +80,8 @@ def auc(y: ArrayLike, p: ArrayLike) -> float:
 
 def auc_interval(y: ArrayLike, p: ArrayLike, *, n: int = 200, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of the AUC over leads: how much of a gap between two AUCs is noise."""
+    from sklearn.metrics import roc_auc_score
+
     yy, pp = labels_and_scores(y, p)
     _need_both_classes(yy, "AUC")
     rng = np.random.default_rng(seed)
@@ -97,6 +96,8 @@ def auc_interval(y: ArrayLike, p: ArrayLike, *, n: int = 200, level: float = 0.9
 
 def pr_auc(y: ArrayLike, p: ArrayLike) -> float:
     """Average precision (step-wise area under precision-recall); honest when conversions are rare, unlike AUC."""
+    from sklearn.metrics import average_precision_score
+
     yy, pp = labels_and_scores(y, p)
     if yy.sum() == 0:
         raise ValueError(f"PR-AUC needs at least one conversion; got 0 in {yy.size} leads")
@@ -112,6 +113,8 @@ def log_loss(y: ArrayLike, p: ArrayLike) -> float:
 
 def brier(y: ArrayLike, p: ArrayLike) -> float:
     """Mean squared error of the probabilities: rewards both ranking and calibration."""
+    from sklearn.metrics import brier_score_loss
+
     yy, pp = labels_and_scores(y, p, probability=True)
     return float(brier_score_loss(yy, pp))
 
@@ -157,6 +160,8 @@ def lift_at(y: ArrayLike, p: ArrayLike, frac: float = 0.1) -> float:
 
 def roc_points(y: ArrayLike, p: ArrayLike) -> pl.DataFrame:
     """ROC curve (fpr, tpr), cut to at most MAX_CURVE_POINTS points for DVC plots."""
+    from sklearn.metrics import roc_curve
+
     yy, pp = labels_and_scores(y, p)
     _need_both_classes(yy, "an ROC curve")
     fpr, tpr, _ = roc_curve(yy, pp, drop_intermediate=True)
@@ -166,6 +171,8 @@ def roc_points(y: ArrayLike, p: ArrayLike) -> pl.DataFrame:
 
 def pr_points(y: ArrayLike, p: ArrayLike) -> pl.DataFrame:
     """Precision-recall curve (recall rising), cut to at most MAX_CURVE_POINTS points for DVC plots."""
+    from sklearn.metrics import precision_recall_curve
+
     yy, pp = labels_and_scores(y, p)
     if yy.sum() == 0:
         raise ValueError(f"a precision-recall curve needs at least one conversion; got 0 in {yy.size} leads")
@@ -178,6 +185,8 @@ def pr_points(y: ArrayLike, p: ArrayLike) -> pl.DataFrame:
 def reliability_curve(y: ArrayLike, p: ArrayLike, *, bins: int = 10) -> pl.DataFrame:
     """Mean predicted probability against observed conversion rate per equal-width bin (empty bins left out), as
     scikit-learn's calibration_curve draws it, with each bin's lead count beside it."""
+    from sklearn.calibration import calibration_curve
+
     yy, pp = labels_and_scores(y, p, probability=True)
     idx = _bin_index(pp, bins)
     rate, mean_p = calibration_curve(yy, pp, n_bins=bins, strategy="uniform")

@@ -1,5 +1,8 @@
 """Load a trained bundle from a folder or from the MLflow registry (`models:/leadlift@champion`), and seal a bundle
-with its manifest (the sha256 of every file), so a truncated or changed file is refused before anything parses it."""
+with its manifest (the sha256 of every file), so a truncated or changed file is refused before anything parses it.
+
+Neither LightGBM nor MLflow is imported here unless asked for: a bundle loads from text and JSON (models.bundle), and
+MLflow only when a `models:/` or `runs:/` URI is resolved."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
+import numpy as np
 
 from models.bundle import (
     BUNDLE_FILES,
     MANIFEST,
+    MARGIN_FILES,
     OPTIONAL_FILES,
     Bundle,
     bundle_file_names,
@@ -25,12 +29,9 @@ DEFAULT_BUNDLE = Path("data/artifacts")
 MANIFEST_VERSION = 1
 
 
-def load_booster(path: str | Path) -> lgb.Booster:
-    """A LightGBM model file, checked before LightGBM parses it (a truncated file would abort the process)."""
-    return lgb.Booster(model_str=_model_text(Path(path)))
-
-
-def _model_text(file: Path) -> str:
+def read_model_text(file: Path) -> str:
+    """A LightGBM model file's text, checked whole before anything parses it (a truncated file would abort LightGBM,
+    and must never reach the kernel either)."""
     try:
         text = file.read_text()
     except FileNotFoundError:
@@ -100,6 +101,15 @@ def verify_bundle(folder: str | Path) -> bool:
     return True
 
 
+def same_margins(a: str | Path, b: str | Path) -> bool:
+    """Whether two sealed bundle folders score every lead with the same raw margin: their manifests (each checked
+    against its files) give the same sha256 for every margin file (MARGIN_FILES), so neither needs to be loaded."""
+    if not (verify_bundle(a) and verify_bundle(b)):
+        return False
+    files = [read_json(Path(folder) / MANIFEST)["files"] for folder in (a, b)]
+    return all(files[0].get(name, {}).get("sha256") == files[1].get(name, {}).get("sha256") for name in MARGIN_FILES)
+
+
 def load_bundle_dir(path: str | Path) -> Bundle:
     """Read a bundle folder: plain text and JSON only, so loading runs no pickled code. The manifest is checked
     first; then each file must parse (a broken one is BadInput naming it, never a bare JSONDecodeError)."""
@@ -111,14 +121,20 @@ def load_bundle_dir(path: str | Path) -> Bundle:
     if missing:
         raise BadInput(folder, f"not a leadlift bundle: missing {', '.join(missing)}")
     verify_bundle(folder)
-    text = _model_text(folder / BUNDLE_FILES["model"])
+    text = read_model_text(folder / BUNDLE_FILES["model"])
     parts = {key: _json_object(folder / BUNDLE_FILES[key]) for key in ("spec", "calibrator", "threshold")}
     scorer = folder / BUNDLE_FILES["scorer"]
     try:
-        return bundle_from_parts(text, parts["spec"], parts["calibrator"], parts["threshold"],
-                                 _json_object(scorer) if scorer.exists() else None)
+        bundle = bundle_from_parts(text, parts["spec"], parts["calibrator"], parts["threshold"],
+                                   _json_object(scorer) if scorer.exists() else None)
     except (KeyError, TypeError, ValueError) as e:
         raise BadInput(folder, f"not a usable leadlift bundle: {type(e).__name__}: {safe_message(e)}") from None
+    try:  # the scorer parses the model text on first use: make that now, so a bad one fails here, not mid-batch
+        bundle.margin(np.zeros((0, len(bundle.spec["features"]))))
+    except (IndexError, KeyError, TypeError, ValueError) as e:
+        raise BadInput(folder / BUNDLE_FILES["model"], f"not a LightGBM model leadlift can read: {type(e).__name__}: "
+                                                       f"{safe_message(e)}") from None
+    return bundle
 
 
 def _json_object(file: Path) -> dict[str, Any]:

@@ -1,15 +1,18 @@
-"""`calibrate` stage: calibrate probabilities on the valid split and choose the handoff threshold.
+"""`calibrate` stage: choose the handoff threshold on the valid split's calibrated probabilities, and seal the bundle.
 
-The calibrator is fitted on the held-out valid margins written by `train` (from the chosen model's fits that did not
-see valid), so it stays honest when the final model was refit on train + valid. The method (none, sigmoid or
-isotonic) is chosen by cross-fitted log loss on valid, and only held-out figures are reported.
+The policy (`calibrate.policy`: expected value, rep capacity, a precision or recall target, or the legacy rule's
+volume) picks the threshold on valid, where the model was not fitted, from the held-out margins `train` wrote and the
+calibrator the `calibrator` stage fitted on them; a bootstrap over the valid leads gives its interval.
 
 Calibrate completes the bundle (model, scorer, feature spec, calibrator, threshold), so it also seals it:
 `manifest.json` beside them holds the sha256 of every bundle file, which every loader checks before parsing anything.
 
-Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --model ... --scorer ... --spec ...
---calibrator ... --threshold ... --train-run ... --valid-margins ... --run ... --manifest ...`); params from the
-`calibrate` section and `base`.
+This is what a threshold experiment (`dvc exp run -S calibrate.policy=capacity ...`) re-runs first, so it stays
+light: no model, no LightGBM, scikit-learn, numba or MLflow (the experiment's MLflow run is written by `evaluate`,
+once its results are known).
+
+Paths come from dvc.yaml (`python -m pipelines.calibrate --features ... --valid-margins ... --scorer ...
+--calibrator ... --threshold ... --manifest ...`); params from the `calibrate` section and `base`.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from features.build import SPLIT
 from features.schema import LEGACY_SCORE, T0, has_legacy_score
-from features.spec import to_matrix
-from models.bundle import MANIFEST, Scorer, scorer_from_dict
-from models.calibration import choose_calibrator, percentile_reference, to_score
+from models.bundle import LIGHTGBM, MANIFEST
+from models.calibration import Calibrator, to_score
 from models.threshold import (
     LEGACY_CUTOFFS,
     bootstrap_interval,
@@ -33,41 +36,31 @@ from models.threshold import (
     policy_inputs,
     threshold_score,
 )
-from pipelines import tracking
-from pipelines.bundle import load_booster, write_manifest
+from pipelines.bundle import write_manifest
+from pipelines.calibrator import calibrator_summary, held_out_margin
 from pipelines.io import BadInput, exit_codes, load_params, read_frame, read_json, stage_args, write_json
 
-
-def held_out_margin(valid: pl.DataFrame, valid_margins: pl.DataFrame) -> np.ndarray:
-    """The valid rows' held-out margins, in `valid`'s row order; every valid lead must have one."""
-    joined = valid.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")
-    missing = joined["margin"].null_count()
-    if missing or joined.height != valid.height:
-        raise ValueError(
-            f"valid margins do not match the valid split: {missing} of {valid.height} valid leads have none"
-        )
-    return joined["margin"].to_numpy().astype(np.float64)
+#: Keys that left this section when the calibrator fit became its own stage (`calibrator`).
+MOVED_TO_CALIBRATOR = ("method", "min_positives_isotonic")
 
 
-def run(frame: pl.DataFrame, scorer: Scorer, spec: dict[str, Any], params: dict[str, Any],
-        valid_margins: pl.DataFrame | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (calibrator.json, threshold.json) contents.
+def check_moved_params(params: dict[str, Any], where: str | Path | None) -> None:
+    """A calibrator key still under `calibrate` would be silently ignored: refuse it, saying where it lives now."""
+    moved = [k for k in MOVED_TO_CALIBRATOR if k in params]
+    if moved:
+        raise BadInput(where, "; ".join(f"calibrate.{k} is now calibrator.{k} (the calibrator is fitted by its own "
+                                        "stage): move it to the calibrator section" for k in moved))
 
-    `valid_margins` (lead_id, margin) are held-out raw scores on valid; without them the scorer's own are used,
-    which is only honest when the model was not fitted on valid.
-    """
-    valid = frame.filter(pl.col("split") == "valid")
-    train = frame.filter(pl.col("split") == "train")
+
+def run(frame: pl.DataFrame, calib: dict[str, Any], params: dict[str, Any], valid_margins: pl.DataFrame, *,
+        model: str = LIGHTGBM) -> dict[str, Any]:
+    """threshold.json: the threshold `params["policy"]` picks on valid's calibrated probabilities (calibrator.json
+    `calib` applied to the held-out `valid_margins`), its bootstrap interval, and the handoffs a week it implies.
+    `model` is the scoring model's kind (scorer.json), recorded beside the threshold."""
+    valid = frame.filter(pl.col(SPLIT) == "valid")
     y = valid["label"].to_numpy().astype(np.float64)
-    if valid_margins is None:
-        margin = scorer.margin(to_matrix(valid, spec))
-    else:
-        margin = held_out_margin(valid, valid_margins)
-    calibrator, chosen = choose_calibrator(
-        margin, y, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
-    )
-    p = calibrator.predict(margin)
-    p_train = calibrator.predict(scorer.margin(to_matrix(train, spec)))
+    calibrator = Calibrator.from_dict(calib["calibrator"])
+    p = calibrator.predict(held_out_margin(valid, valid_margins))
     weeks = period_weeks(valid[T0])
     legacy_handoffs = int((valid[LEGACY_SCORE] >= LEGACY_CUTOFFS[0]).sum()) if has_legacy_score(valid) else None
     inputs = policy_inputs(params)
@@ -76,14 +69,7 @@ def run(frame: pl.DataFrame, scorer: Scorer, spec: dict[str, Any], params: dict[
     t = float(choose_threshold(y, p_score, **kwargs))
     lo, hi = bootstrap_interval(y, p_score, n=int(params["bootstrap"]), seed=int(params["base"]["seed"]), level=0.9,
                                 **kwargs)
-    calib = {
-        "calibrator": calibrator.to_dict(),
-        "reference": [float(v) for v in percentile_reference(p_train)],
-        # Held out: each valid lead scored by a calibrator fitted on the other folds (never in sample).
-        "choice": chosen,
-        "valid_positives": int(y.sum()),
-    }
-    threshold = {
+    return {
         "policy": params["policy"],
         "inputs": {**inputs, "legacy_handoffs_valid": legacy_handoffs, "valid_weeks": round(weeks, 4)},
         "threshold_probability": t,
@@ -92,58 +78,32 @@ def run(frame: pl.DataFrame, scorer: Scorer, spec: dict[str, Any], params: dict[
         "expected_handoffs_per_week": float((to_score(p) >= threshold_score(t)).sum() / weeks),
         "chosen_on": "valid",
         "method": calibrator.method,
-        "model": scorer.kind,
+        "model": model,
     }
-    return calib, threshold
-
-
-def log_calibration(params: dict[str, Any], calib: dict[str, Any], threshold: dict[str, Any], files: list[Path],
-                    train_run: dict[str, str]) -> dict[str, str]:
-    """Each calibration (each threshold experiment) is its own MLflow run, nested under its training run."""
-    import mlflow
-
-    tracking.set_experiment()
-    with mlflow.start_run(run_name=f"calibrate-{threshold['policy']}", parent_run_id=train_run["run_id"],
-                          tags={"leadlift.training_run_id": train_run["run_id"], "leadlift.stage": "calibrate"}) as run:
-        mlflow.log_params(tracking.flatten({"calibrate": {k: v for k, v in params.items() if k != "base"}}))
-        mlflow.set_tag("leadlift.calibration", calib["calibrator"]["method"])
-        mlflow.log_metrics({
-            "threshold_probability": threshold["threshold_probability"],
-            "threshold_score": threshold["threshold_score"],
-            "expected_handoffs_per_week": threshold["expected_handoffs_per_week"],
-            **tracking.numeric_metrics({"valid_held_out": calib["choice"]["held_out"]}),
-        })
-        for f in files:
-            mlflow.log_artifact(str(f), artifact_path="calibration")
-        return {"run_id": run.info.run_id, "training_run_id": train_run["run_id"]}
 
 
 @exit_codes
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "features", "model", "scorer", "spec", "calibrator", "threshold", "train-run",
-                      "valid-margins", "run", "manifest")
+    args = stage_args(argv, __doc__, "features", "valid-margins", "scorer", "calibrator", "threshold", "manifest")
     if args.manifest.name != MANIFEST:
         raise BadInput(args.manifest, f"the bundle manifest must be named {MANIFEST} (loaders look for that name)")
     params = load_params("calibrate", args.params)
+    check_moved_params(params, args.params)
     frame = read_frame(args.features)
-    scorer = scorer_from_dict(read_json(args.scorer), load_booster(args.model))
-    calib, threshold = run(frame, scorer, read_json(args.spec), params, read_frame(args.valid_margins))
-    write_json(args.calibrator, calib)
+    valid_margins = read_frame(args.valid_margins)
+    calib = read_json(args.calibrator)
+    threshold = run(frame, calib, params, valid_margins, model=read_json(args.scorer).get("kind", LIGHTGBM))
     write_json(args.threshold, threshold)
     write_manifest(args.manifest.parent)  # calibrate completes the bundle: seal it
-    run_info = log_calibration(params, calib, threshold, [args.calibrator, args.threshold], read_json(args.train_run))
-    write_json(args.run, run_info)
     print(calibrate_summary(calib, threshold))
 
 
 def calibrate_summary(calib: dict[str, Any], threshold: dict[str, Any]) -> str:
-    """One line: the method chosen, the held-out figures it was chosen on, and the threshold."""
-    held = calib["choice"]["held_out"]
-    figures = ", ".join(f"{k} log loss {v['log_loss']:.4f} / ECE {v['ece']:.3f}" for k, v in held.items())
+    """One line: the calibration the threshold was chosen on, and the threshold."""
     lo, hi = threshold["interval_90"]["score"]
-    return (f"calibrate: {calib['calibrator']['method']} ({calib['choice']['chosen_by']}; cross-fitted on valid: "
-            f"{figures}); policy {threshold['policy']}: hand off at score >= {threshold['threshold_score']} "
-            f"(90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} handoffs/week")
+    return (f"calibrate: {calibrator_summary(calib)}; policy {threshold['policy']}: hand off at score >= "
+            f"{threshold['threshold_score']} (90% interval {lo}-{hi}), ~{threshold['expected_handoffs_per_week']:.1f} "
+            "handoffs/week")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,16 @@
-"""`evaluate` stage: honest out-of-time metrics on the test split, the decision side-by-side with the legacy
-70 and 80 point cutoffs, reason-code fidelity, plots, and the MLflow model version with its promotion gates.
+"""`evaluate` stage: the hand-off at the chosen threshold on the test period, side by side with the legacy 70 and 80
+point cutoffs, the threshold sweep, reason-code fidelity, and the experiment's record in MLflow: a run nested under
+the training run (the calibrate params, the threshold, these metrics), the bundle logged to it as a pyfunc and
+registered, and `champion` moved only if the gates pass.
+
+Everything here depends on the threshold, so a threshold experiment re-runs it. The threshold-free test metrics and
+figures are `assess`'s (reports/assess.json, which the gates read), so they are not recomputed or redrawn here, and
+neither LightGBM nor scikit-learn is loaded (the champion's AUC is only recomputed when the champion is a different
+model). This is the one stage of an experiment that imports MLflow.
 
 Paths come from dvc.yaml (`python -m pipelines.evaluate --features ... --bundle ... --interim ... --notes ...
---metrics ... --plots ... --figures ... --registry ...`); params from the `evaluate` and `calibrate` sections
-and `base`.
+--assessment ... --train-run ... --metrics ... --plots ... --figures ... --registry ...`); params from the
+`evaluate` and `calibrate` sections and `base`.
 """
 
 from __future__ import annotations
@@ -16,15 +23,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.special import expit
 
 from features.build import SPLIT
-from features.schema import GROUPS, LEAD_ID, T0, has_legacy_score
-from features.spec import feature_names, to_matrix
+from features.schema import GROUPS, LEAD_ID, LEGACY_SCORE, T0, has_legacy_score
+from features.spec import to_matrix
 from models import metrics as M
-from models.baseline import LinearBaseline
-from models.bundle import BLEND, LIGHTGBM, LOGISTIC, SQL, Bundle, GbmScorer, bundle_file_names
-from models.choice import blend_margin
+from models.bundle import SQL, Bundle, bundle_file_names
 from models.threshold import (
     DEFAULT_COST_PER_HANDOFF,
     DEFAULT_VALUE_PER_CONVERSION,
@@ -33,10 +37,12 @@ from models.threshold import (
     sweep,
 )
 from pipelines import plots, tracking
-from pipelines.bundle import load_bundle, write_manifest
+from pipelines.bundle import load_bundle, load_bundle_dir, resolve_bundle_dir, same_margins, write_manifest
 from pipelines.io import BadInput, exit_codes, load_params, read_frame, read_json, stage_args, write_frame, write_json
 
-SHAP_SAMPLE = 2000
+#: What the logged pyfunc imports to load a bundle and predict (pipelines/mlflow_model.py): no LightGBM, no
+#: scikit-learn.
+PYFUNC_REQUIREMENTS = ["numba==0.68.1", "numpy", "pandas", "polars==2.1.0", "pyarrow", "pyyaml", "scipy"]
 
 
 def decision_metrics(y: np.ndarray, selected: np.ndarray, *, weeks: float, value: float, cost: float) -> dict[str, Any]:
@@ -46,52 +52,20 @@ def decision_metrics(y: np.ndarray, selected: np.ndarray, *, weeks: float, value
     return out
 
 
-def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline | None, calib_params: dict[str, Any],
-                   truth: pl.DataFrame | None) -> dict[str, Any]:
-    """All test-period numbers, from one dict that goes to both DVC and MLflow."""
+def decision_frame(test: pl.DataFrame, bundle: Bundle, calib_params: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's decision on the test period beside the legacy cutoffs (and what the model catches at the legacy
+    rule's own volume), from one dict that goes to both DVC and MLflow."""
     y = test["label"].to_numpy().astype(np.float64)
-    X = to_matrix(test, bundle.spec)
-    margin = bundle.margin(X)
+    margin = bundle.margin(to_matrix(test, bundle.spec))
     p = bundle.calibrator.predict(margin)
-    scores = bundle.score(p)
     weeks = period_weeks(test[T0])
     value, cost = float(calib_params["value_per_conversion"]), float(calib_params["cost_per_handoff"])
-    out: dict[str, Any] = {
-        "model": bundle.scorer.kind,
-        "calibration": bundle.calibrator.method,
-        "test": {
-            "leads": int(len(y)),
-            "conversions": int(y.sum()),
-            "base_rate": float(y.mean()),
-            "weeks": round(weeks, 3),
-            "auc": M.auc(y, margin),
-            "auc_calibrated_probability": M.auc(y, p),
-            "auc_calibrated_score": M.auc(y, scores),
-            "distinct_scores": int(np.unique(scores).size),
-            "probability_min": float(p.min()),
-            "probability_max": float(p.max()),
-            "pr_auc": M.pr_auc(y, p),
-            "log_loss": M.log_loss(y, p),
-            "brier": M.brier(y, p),
-            "ece": M.ece(y, p),
-            "ece_uncalibrated": M.ece(y, expit(margin)),
-            "lift_at_10pct": M.lift_at(y, p, 0.1),
-        }
-    }
-    if baseline is not None:
-        out["test"]["baseline_lr_auc"] = M.auc(y, baseline.predict_proba(X))
-        # Reported for transparency only: the model was chosen on valid (reports/train.json), never on these.
-        parts = {LIGHTGBM: GbmScorer(bundle.booster).margin(X), LOGISTIC: baseline.margin(X)}
-        out["test"]["auc_by_candidate"] = {**{k: M.auc(y, v) for k, v in parts.items()},
-                                           BLEND: M.auc(y, blend_margin(parts))}
-    selected = bundle.decide(p) == SQL
-    decision = decision_metrics(y, selected, weeks=weeks, value=value, cost=cost)
+    decision = decision_metrics(y, bundle.decide(p) == SQL, weeks=weeks, value=value, cost=cost)
     decision.update(policy=bundle.threshold["policy"], threshold_score=int(bundle.threshold["threshold_score"]),
                     threshold_probability=float(bundle.threshold["threshold_probability"]))
-    out["decision"] = decision
+    out: dict[str, Any] = {"decision": decision}
     if has_legacy_score(test):
-        legacy = test["legacy_score"].fill_null(0).to_numpy().astype(np.float64)
-        out["test"]["legacy_auc"] = M.auc(y, legacy)
+        legacy = test[LEGACY_SCORE].fill_null(0).to_numpy().astype(np.float64)
         out["legacy"] = {
             f"cutoff_{c}": decision_metrics(y, legacy >= c, weeks=weeks, value=value, cost=cost) for c in LEGACY_CUTOFFS
         }
@@ -101,9 +75,6 @@ def evaluate_frame(test: pl.DataFrame, bundle: Bundle, baseline: LinearBaseline 
         decision["conversions_at_legacy70_volume"] = captured
         decision["legacy70_conversions"] = legacy70
         decision["uplift_at_legacy70_volume"] = (captured / legacy70 - 1.0) if legacy70 else None
-    if truth is not None:
-        t = test.select(LEAD_ID, "label").join(truth.select(LEAD_ID, "p_true"), on=LEAD_ID, how="inner")
-        out["test"]["oracle_auc"] = M.auc(t["label"].to_numpy(), t["p_true"].to_numpy())
     return out
 
 
@@ -123,61 +94,21 @@ def fidelity(notes: list[dict[str, Any]], truth: pl.DataFrame) -> float | None:
     return float(np.mean(hits)) if hits else None
 
 
-def write_plots(
-    test: pl.DataFrame,
-    bundle: Bundle,
-    baseline: LinearBaseline | None,
-    importance: dict[str, float],
-    metrics: dict[str, Any],
-    calib_params: dict[str, Any],
-    plots_dir: Path,
-    figures: Path,
-    seed: int,
-) -> None:
+def write_sweep(test: pl.DataFrame, bundle: Bundle, calib_params: dict[str, Any], weeks: float, plots_dir: Path,
+                figures: Path) -> None:
+    """threshold_sweep.csv (the model's decision at every 0-100 cutoff) and its figure: precision, recall, handoffs a
+    week and expected value against the cutoff, the model beside the legacy points, with the chosen threshold."""
     y = test["label"].to_numpy().astype(np.float64)
-    X = to_matrix(test, bundle.spec)
-    p = bundle.probability(X)
-    scores = {"leadlift": p}
-    if baseline is not None:
-        scores["logistic baseline"] = baseline.predict_proba(X)
-    has_legacy = "legacy" in metrics
-    if has_legacy:
-        scores["legacy points"] = test["legacy_score"].fill_null(0).to_numpy() / 100.0
-    roc = {k: M.roc_points(y, v) for k, v in scores.items()}
-    pr = {k: M.pr_points(y, v) for k, v in scores.items()}
-    gains = {k: M.gains_curve(y, v) for k, v in scores.items()}
-    write_frame(roc["leadlift"], plots_dir / "roc.csv")
-    write_frame(pr["leadlift"], plots_dir / "precision_recall.csv")
-    write_frame(M.reliability_curve(y, p), plots_dir / "calibration.csv")
-    write_frame(gains["leadlift"], plots_dir / "gains.csv")
-    weeks = metrics["test"]["weeks"]
+    p = bundle.probability(to_matrix(test, bundle.spec))
     value, cost = float(calib_params["value_per_conversion"]), float(calib_params["cost_per_handoff"])
     model_sweep = sweep(y, p, weeks=weeks, value_per_conversion=value, cost_per_handoff=cost)
     write_frame(model_sweep, plots_dir / "threshold_sweep.csv")
-    rc = M.reliability_curve(y, p)
-    x_col, y_col = rc.columns[0], rc.columns[1]
-    plots.curves(figures / "roc.png", roc, x=roc["leadlift"].columns[0], y=roc["leadlift"].columns[1],
-                 title="ROC, test period", diagonal=True)
-    plots.curves(figures / "precision_recall.png", pr, x=pr["leadlift"].columns[0], y=pr["leadlift"].columns[1],
-                 title="Precision-recall, test period")
-    plots.curves(figures / "calibration.png", {"leadlift (calibrated)": rc}, x=x_col, y=y_col,
-                 title="Reliability, test period", diagonal=True)
-    plots.curves(figures / "gains.png", gains, x=gains["leadlift"].columns[0], y=gains["leadlift"].columns[1],
-                 title="Cumulative gains, test period", diagonal=True)
-    plots.importance(figures / "importance.png", importance)
-    legacy_sweep = (sweep(y, scores["legacy points"], weeks=weeks, value_per_conversion=value, cost_per_handoff=cost)
-                    if has_legacy else model_sweep.clear())
-    plots.threshold_sweep(
-        figures / "threshold_sweep.png",
-        model_sweep,
-        legacy_sweep,
-        chosen=int(bundle.threshold["threshold_score"]),
-        legacy_cutoffs=LEGACY_CUTOFFS if has_legacy else (),
-    )
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(X.shape[0], size=min(SHAP_SAMPLE, X.shape[0]), replace=False))
-    contrib = bundle.scorer.contributions(X[rows])
-    plots.shap_summary(figures / "shap_summary.png", contrib[:, :-1], X[rows], feature_names(bundle.spec))
+    has_legacy = has_legacy_score(test)
+    legacy_sweep = (sweep(y, test[LEGACY_SCORE].fill_null(0).to_numpy() / 100.0, weeks=weeks,
+                          value_per_conversion=value, cost_per_handoff=cost) if has_legacy else model_sweep.clear())
+    plots.threshold_sweep(figures / "threshold_sweep.png", model_sweep, legacy_sweep,
+                          chosen=int(bundle.threshold["threshold_score"]),
+                          legacy_cutoffs=LEGACY_CUTOFFS if has_legacy else ())
 
 
 def handoff_lines(metrics: dict[str, Any], calib_params: dict[str, Any], *, synthetic: bool) -> list[str]:
@@ -225,43 +156,46 @@ def read_notes(path: Path) -> list[dict[str, Any]]:
     return notes
 
 
-def champion_auc_on(test: pl.DataFrame, name: str = tracking.MODEL_NAME) -> float | None:
+def champion_auc_on(test: pl.DataFrame, bundle_dir: Path, auc: float, name: str = tracking.MODEL_NAME
+                    ) -> float | None:
     """The current champion's AUC on *this* test split, so the gate compares like with like (only models registered
-    under the same name, i.e. trained on the same source, are ever compared)."""
+    under the same name, i.e. trained on the same source, are ever compared). A champion with the same margin files
+    as this bundle (a threshold experiment on the same training) ranks every lead alike: its AUC is this bundle's
+    `auc`, with no need to load it or recompute."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
         MlflowClient().get_model_version_by_alias(name, tracking.CHAMPION)
-        champion = load_bundle(f"models:/{name}@{tracking.CHAMPION}")
+        folder = resolve_bundle_dir(f"models:/{name}@{tracking.CHAMPION}")
+        if same_margins(folder, bundle_dir):
+            return auc
+        champion = load_bundle_dir(folder)
         X = to_matrix(test, champion.spec)
     except (MlflowException, ValueError, KeyError, BadInput):
         return None
     return M.auc(test["label"].to_numpy(), champion.margin(X))
 
 
-def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir: Path, metrics_path: Path,
-             test: pl.DataFrame, params: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Log test metrics and plots to the training run, the bundle as a pyfunc to the calibration run, register it
-    under the source's own name (`tracking.model_name`), and move `champion` only if the gates pass."""
+def register(bundle_dir: Path, *, train_run: dict[str, str], calib_params: dict[str, Any], params: dict[str, Any],
+             assessment: dict[str, Any], metrics: dict[str, Any], artifacts: dict[str, list[Path]],
+             test: pl.DataFrame) -> dict[str, Any]:
+    """The experiment's MLflow run, nested under its training run: the calibrate params, the calibrator and threshold,
+    the decision metrics and `artifacts` ({artifact folder: files}), and the bundle as a pyfunc; registered under the
+    source's own name (`tracking.model_name`), with `champion` moved only if the gates pass."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    train_run = read_json(bundle_dir / "train_run.json")
-    calib_run = read_json(bundle_dir / "calibrate_run.json")
-    tracking.set_experiment()
-    flat = tracking.numeric_metrics({k: v for k, v in metrics.items() if k in ("test", "explain")})
-    with mlflow.start_run(run_id=train_run["run_id"]):
-        mlflow.log_metrics(flat)
-        mlflow.log_artifacts(str(figures), artifact_path="plots")
-        mlflow.log_artifacts(str(plots_dir), artifact_path="plot_data")
-        mlflow.log_artifact(str(metrics_path), artifact_path="reports")
+    spec = read_json(bundle_dir / "feature_spec.json")
+    calib = read_json(bundle_dir / "calibrator.json")
+    threshold = read_json(bundle_dir / "threshold.json")
     registered = tracking.model_name(spec.get("source"))
-    champion_auc = champion_auc_on(test, registered)
-    auc = metrics["test"]["auc"]
-    legacy_auc = metrics["test"].get("legacy_auc")
+    tracking.set_experiment()
+    auc = assessment["test"]["auc"]
+    champion_auc = champion_auc_on(test, bundle_dir, auc, registered)
+    legacy_auc = assessment["test"].get("legacy_auc")
     tol = float(params["auc_tolerance"])
     gates = {
         "beats_legacy": legacy_auc is None or auc > legacy_auc,
@@ -277,21 +211,36 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
         for name in bundle_file_names({p.name for p in bundle_dir.iterdir()}):
             shutil.copy(bundle_dir / name, packed / name)
         write_manifest(packed)  # the logged bundle is checked like a folder one when it is loaded back
-        with mlflow.start_run(run_id=calib_run["run_id"]):
-            mlflow.log_metrics(
-                tracking.numeric_metrics({"decision": metrics["decision"], "legacy": metrics.get("legacy", {})})
-            )
+        with mlflow.start_run(run_name=f"calibrate-{threshold['policy']}", parent_run_id=train_run["run_id"],
+                              tags={"leadlift.training_run_id": train_run["run_id"],
+                                    "leadlift.stage": "calibrate"}) as run:
+            mlflow.log_params(tracking.flatten({"calibrate": {k: v for k, v in calib_params.items() if k != "base"}}))
+            mlflow.set_tag("leadlift.calibration", calib["calibrator"]["method"])
+            mlflow.log_metrics({
+                "threshold_probability": threshold["threshold_probability"],
+                "threshold_score": threshold["threshold_score"],
+                "expected_handoffs_per_week": threshold["expected_handoffs_per_week"],
+                **tracking.numeric_metrics({"valid_held_out": calib["choice"]["held_out"]}),
+                **tracking.numeric_metrics({k: v for k, v in metrics.items()
+                                            if k in ("decision", "legacy", "explain")}),
+            })
+            for name in ("calibrator.json", "threshold.json"):
+                mlflow.log_artifact(str(bundle_dir / name), artifact_path="calibration")
+            for folder, files in artifacts.items():
+                for f in files:
+                    mlflow.log_artifact(str(f), artifact_path=folder)
             info = mlflow.pyfunc.log_model(
                 name="leadlift",
                 python_model=str(Path(__file__).with_name("mlflow_model.py")),
                 artifacts={"bundle": str(packed)},
                 signature=ModelSignature(inputs=inputs, outputs=outputs),
                 code_paths=[str(Path(__file__).parents[1] / pkg) for pkg in ("features", "models", "pipelines")],
-                pip_requirements=["lightgbm==4.7.0", "polars==2.1.0", "numpy", "pandas", "pyyaml", "scikit-learn"],
+                pip_requirements=PYFUNC_REQUIREMENTS,
                 registered_model_name=registered if params.get("register", True) else None,
             )
     out: dict[str, Any] = {"model_uri": info.model_uri, "gates": gates, "champion_auc_on_this_test": champion_auc,
-                           "test_auc": auc, "promoted": False, "registered_model": registered}
+                           "test_auc": auc, "promoted": False, "registered_model": registered,
+                           "calibration_run_id": run.info.run_id, "training_run_id": train_run["run_id"]}
     version = getattr(info, "registered_model_version", None)
     if version is not None:
         client = MlflowClient()
@@ -307,41 +256,32 @@ def register(bundle_dir: Path, metrics: dict[str, Any], figures: Path, plots_dir
 
 @exit_codes
 def main(argv: list[str] | None = None) -> None:
-    args = stage_args(argv, __doc__, "features", "bundle", "interim", "notes", "metrics", "plots", "figures",
-                      "registry")
+    args = stage_args(argv, __doc__, "features", "bundle", "interim", "notes", "assessment", "train-run", "metrics",
+                      "plots", "figures", "registry")
     params = load_params("evaluate", args.params)
     calib_params = load_params("calibrate", args.params)
-    frame = read_frame(args.features)
-    test = frame.filter(pl.col(SPLIT) == "test")
+    test = read_frame(args.features).filter(pl.col(SPLIT) == "test")
     bundle = load_bundle(args.bundle)
-    baseline_path = args.bundle / "baseline.json"
-    baseline = LinearBaseline.from_dict(read_json(baseline_path)) if baseline_path.exists() else None
     source = read_json(args.interim / "source.json")
     truth = read_frame(source["truth"]) if source.get("truth") and Path(source["truth"]).exists() else None
-    metrics = evaluate_frame(test, bundle, baseline, calib_params, truth)
-    metrics["source"] = source.get("name")
-    metrics["calibration_choice"] = read_json(args.bundle / "calibrator.json").get("choice")
     notes = read_notes(args.notes)
-    metrics["explain"] = {
-        "notes": len(notes),
-        "sql_in_test": int((bundle.decide(bundle.probability(to_matrix(test, bundle.spec))) == SQL).sum()),
-    }
+    assessment = read_json(args.assessment)
+    metrics = decision_frame(test, bundle, calib_params)
+    metrics["explain"] = {"notes": len(notes), "sql_in_test": metrics["decision"]["handoffs"]}
     if truth is not None:
         metrics["explain"]["top_reason_in_true_top3"] = fidelity(notes, truth)
     write_json(args.metrics, metrics)
-    write_plots(test, bundle, baseline, read_json(args.bundle / "importance.json"), metrics, calib_params,
-                args.plots, args.figures, int(params["base"]["seed"]))
-    registry = register(args.bundle, metrics, args.figures, args.plots, args.metrics, test, params, bundle.spec)
+    write_sweep(test, bundle, calib_params, assessment["test"]["weeks"], args.plots, args.figures)
+    registry = register(args.bundle, train_run=read_json(args.train_run), calib_params=calib_params, params=params,
+                        assessment=assessment, metrics=metrics, test=test,
+                        artifacts={"plots": [args.figures / "threshold_sweep.png"],
+                                   "plot_data": [args.plots / "threshold_sweep.csv"], "reports": [args.metrics]})
     write_json(args.registry, registry)
-    t, d = metrics["test"], metrics["decision"]
-    # Sources without a legacy score or a ground truth have no such AUC: leave them out rather than print "nan".
-    beside = ", ".join(f"{name} {t[key]:.4f}" for name, key in
-                       (("LR", "baseline_lr_auc"), ("legacy", "legacy_auc"), ("oracle", "oracle_auc")) if key in t)
-    print(f"evaluate: {metrics['model']} model, test AUC {t['auc']:.4f} ({beside}), ECE {t['ece']:.4f} "
-          f"({metrics['calibration']} calibration); decision: {d['handoffs_per_week']:.1f}/week at precision "
-          f"{d['precision']:.3f}; model {registry['registered_model']} version {registry.get('version')} "
-          f"promoted={registry['promoted']}")
-    for line in handoff_lines(metrics, calib_params, synthetic=truth is not None):
+    d = metrics["decision"]
+    print(f"evaluate: policy {d['policy']}, hand off at score >= {d['threshold_score']}: "
+          f"{d['handoffs_per_week']:.1f}/week at precision {d['precision']:.3f}; model {registry['registered_model']} "
+          f"version {registry.get('version')} promoted={registry['promoted']}")
+    for line in handoff_lines({**assessment, **metrics}, calib_params, synthetic=truth is not None):
         print(line)
     if not notes:
         print(f"  no handoff notes: {d['handoffs']} test-period leads reached the threshold score "

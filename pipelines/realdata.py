@@ -1,9 +1,9 @@
 """`leadlift run-source`: the whole pipeline on an export, by its source mapping alone, without DVC.
 
-ingest -> featurize -> train -> calibrate -> evaluate -> explain, in a work folder (the handoff notes for the test
-period's SQL recommendations land in <workdir>/handoff when a workdir is given), with a report in the structure of
-reports/metrics.json plus drift (does the test period convert differently?) and, optionally, recalibration on the
-most recent window before the test period.
+ingest -> featurize -> train -> calibrator -> calibrate -> assess and evaluate -> explain, in a work folder (the
+handoff notes for the test period's SQL recommendations land in <workdir>/handoff when a workdir is given), with a
+report in the structure of reports/assess.json and reports/metrics.json together, plus drift (does the test period
+convert differently?) and, optionally, recalibration on the most recent window before the test period.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 import yaml
@@ -26,7 +25,7 @@ from models.baseline import LinearBaseline
 from models.bundle import scorer_from_dict
 from models.calibration import choose_calibrator
 from models.threshold import choose_threshold, period_weeks, policy_inputs
-from pipelines import calibrate, evaluate, explain, ingest, train
+from pipelines import assess, calibrate, calibrator, evaluate, explain, ingest, train
 from pipelines.bundle import load_bundle, write_manifest
 from pipelines.featurize import featurize
 from pipelines.io import load_params, read_json, write_frame, write_json, write_text
@@ -103,7 +102,7 @@ def drift_report(frame: pl.DataFrame, bundle: Any) -> dict[str, Any]:
 
 
 def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], share: float,
-                  valid_margins: pl.DataFrame) -> dict[str, Any]:
+                  valid_margins: pl.DataFrame, calibrator_params: dict[str, Any]) -> dict[str, Any]:
     """Refit the calibrator on the newest `share` of the pre-test (train + valid) period and re-choose the threshold;
     report test ECE and the threshold's test precision before and after.
 
@@ -118,9 +117,8 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
     held = recent.select("lead_id").join(valid_margins, on="lead_id", how="left", maintain_order="left")["margin"]
     m_r = np.where(held.is_null().to_numpy(), own, held.fill_null(0.0).to_numpy())
     m_t = bundle.margin(to_matrix(test, bundle.spec))
-    cal, _ = choose_calibrator(
-        m_r, y_r, method=params["method"], min_positives_isotonic=int(params["min_positives_isotonic"])
-    )
+    cal, _ = choose_calibrator(m_r, y_r, method=calibrator_params["method"],
+                               min_positives_isotonic=int(calibrator_params["min_positives_isotonic"]))
     p_before, p_after = bundle.calibrator.predict(m_t), cal.predict(m_r)
     weeks = period_weeks(recent["t0"])
     t_after = float(choose_threshold(y_r, p_after, policy=params["policy"], weeks=weeks, legacy_handoffs=None,
@@ -184,20 +182,25 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         write_json(art / "importance.json", trained.importance)
         write_json(art / "scorer.json", trained.scorer)
         console.print(train.train_summary(trained.report))
-        console.print("calibrate")
+        console.print("calibrator")
         calib_params = section(params, "calibrate")
-        scorer = scorer_from_dict(trained.scorer, lgb.Booster(model_str=trained.model_text))
-        calib, threshold = calibrate.run(frame, scorer, spec, calib_params, trained.valid_margins)
+        calibrate.check_moved_params(calib_params, source)
+        scorer = scorer_from_dict(trained.scorer, trained.model_text)
+        calib = calibrator.fit(frame, scorer, spec, section(params, "calibrator"), trained.valid_margins)
+        console.print("calibrate")
+        threshold = calibrate.run(frame, calib, calib_params, trained.valid_margins, model=scorer.kind)
         console.print(calibrate.calibrate_summary(calib, threshold))
         write_json(art / "calibrator.json", calib)
         write_json(art / "threshold.json", threshold)
         write_manifest(art)
         bundle = load_bundle(art)
-        console.print("evaluate")
+        console.print("assess, evaluate")
         test = frame.filter(pl.col("split") == "test")
         truth_path = base / src["truth"] if src.get("truth") else None
         truth = pl.read_parquet(truth_path) if truth_path is not None and truth_path.exists() else None
-        result = evaluate.evaluate_frame(test, bundle, LinearBaseline.from_dict(trained.baseline), calib_params, truth)
+        model = assess.Model(bundle.model_text, bundle.scorer, bundle.calibrator, bundle.spec)
+        result = assess.assess_frame(test, model, LinearBaseline.from_dict(trained.baseline), truth)
+        result.update(evaluate.decision_frame(test, bundle, calib_params))
         y_test = test["label"].to_numpy().astype(float)
         seed = int(params["base"]["seed"])
         result["test"]["auc_interval_90"] = list(
@@ -229,11 +232,11 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
                              "example_note": notes[0] if notes else None, "none_because": why or None}
         share = recalibrate_recent if recalibrate_recent is not None else params["calibrate"].get("recalibrate_recent")
         if share:
-            result["recalibration"] = recalibration(frame, bundle, section(params, "calibrate"), float(share),
-                                                  trained.valid_margins)
+            result["recalibration"] = recalibration(frame, bundle, calib_params, float(share), trained.valid_margins,
+                                                  section(params, "calibrator"))
         write_json(report, result)
         if track:
-            result["registry"] = _track(work, art, params, trained, calib, threshold, result, report, test, spec)
+            result["registry"] = _track(work, art, params, trained, bundle, result, report, test)
             write_json(report, result)
     out = {"source": result["source"], "test_auc": result["test"]["auc"],
            "baseline_lr_auc": result["test"]["baseline_lr_auc"], "ece": result["test"]["ece"], "report": str(report)}
@@ -245,24 +248,27 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
     return out
 
 
-def _track(work: Path, art: Path, params: dict[str, Any], trained: Any, calib: dict[str, Any],
-           threshold: dict[str, Any], metrics: dict[str, Any], report: Path, test: pl.DataFrame,
-           spec: dict[str, Any]) -> dict[str, Any]:
-    """The MLflow runs the DVC stages write: a training run, a calibration run nested under it, then evaluate's
-    metrics, plots and the registered pyfunc (gated `champion` within the source's own model name)."""
-    train_params = section(params, "train")
-    calib_params = section(params, "calibrate")
-    train_run = train.log_training(train_params, trained.report, {"model": art / "model.txt",
+def _track(work: Path, art: Path, params: dict[str, Any], trained: Any, bundle: Any, metrics: dict[str, Any],
+           report: Path, test: pl.DataFrame) -> dict[str, Any]:
+    """The MLflow runs the DVC stages write: a training run with the test metrics and figures (assess), then the
+    experiment's run nested under it with the decision, the sweep and the registered pyfunc (evaluate; gated
+    `champion` within the source's own model name)."""
+    train_run = train.log_training(section(params, "train"), trained.report, {"model": art / "model.txt",
                                    "spec": art / "feature_spec.json", "baseline": art / "baseline.json"},
                                    [work / "features.parquet", art / "feature_spec.json"])
     write_json(art / "train_run.json", train_run)
-    calib_run = calibrate.log_calibration(calib_params, calib, threshold,
-                                          [art / "calibrator.json", art / "threshold.json"], train_run)
-    write_json(art / "calibrate_run.json", calib_run)
-    evaluate.write_plots(test, load_bundle(art), LinearBaseline.from_dict(trained.baseline), trained.importance,
-                         metrics, calib_params, work / "plots", work / "figures", int(params["base"]["seed"]))
-    return evaluate.register(art, metrics, work / "figures", work / "plots", report, test,
-                             section(params, "evaluate"), spec)
+    plots_dir, figures = work / "plots", work / "figures"
+    model = assess.Model(bundle.model_text, bundle.scorer, bundle.calibrator, bundle.spec)
+    assess.write_figures(test, model, LinearBaseline.from_dict(trained.baseline), trained.importance, plots_dir,
+                         figures, seed=int(params["base"]["seed"]),
+                         shap_sample=int(section(params, "assess")["shap_sample"]))
+    assess.log_assessment(train_run, metrics, report, plots_dir, figures)
+    calib_params = section(params, "calibrate")
+    evaluate.write_sweep(test, bundle, calib_params, metrics["test"]["weeks"], plots_dir, figures)
+    return evaluate.register(art, train_run=train_run, calib_params=calib_params, params=section(params, "evaluate"),
+                             assessment=metrics, metrics=metrics, test=test,
+                             artifacts={"plots": [figures / "threshold_sweep.png"],
+                                        "plot_data": [plots_dir / "threshold_sweep.csv"], "reports": [report]})
 
 
 def _flat_overrides(overrides: dict[str, Any]) -> str:

@@ -39,9 +39,11 @@ def run(cmd: list[str], cwd: Path, **kw: object) -> subprocess.CompletedProcess[
     return res
 
 
-def copy_repo(dest: Path, overrides: dict[str, dict[str, object]]) -> Path:
+def copy_repo(dest: Path, overrides: dict[str, dict[str, object]], *, root: Path = ROOT) -> Path:
+    """A fresh git repo at `dest` holding what a clone of `root` (default: this checkout) needs, with params
+    overridden by section."""
     for part in REPO_PARTS:
-        src = ROOT / part
+        src = root / part
         if src.is_dir():
             shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
         elif src.exists():
@@ -54,6 +56,12 @@ def copy_repo(dest: Path, overrides: dict[str, dict[str, object]]) -> Path:
     run(["git", "init", "-q"], dest)
     run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A"], dest)
     run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "copy"], dest)
+    return dest
+
+
+def copy_of(repo: Path, dest: Path) -> Path:
+    """A full copy of a reproduced repo (data, lock, MLflow store), for tests that change it."""
+    shutil.copytree(repo, dest, symlinks=True)
     return dest
 
 

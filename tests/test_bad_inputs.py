@@ -308,6 +308,18 @@ def test_a_truncated_model_exits_2_naming_it(world: dict[str, Path], tmp_path: P
     assert files(tmp_path) == {"b"}
 
 
+def test_a_whole_model_text_the_kernel_cannot_read_exits_2_naming_it(world: dict[str, Path], tmp_path: Path) -> None:
+    """Loading parses the model (leadlift's own reader, no LightGBM): a file that looks whole but does not parse is
+    bad input at load time, before any lead is read."""
+    b = broken_bundle(world, tmp_path, manifest=False)
+    text = (b / "model.txt").read_text()
+    (b / "model.txt").write_text(text.replace("leaf_value=", "leaf_value=x", 1))
+    res = score(world, tmp_path, model=b)
+    assert res.exit_code == 2, res.stderr
+    assert_names(res.stderr, "model.txt", "not a LightGBM model leadlift can read")
+    assert files(tmp_path) == {"b"}
+
+
 @pytest.mark.parametrize("manifest", [True, False])
 def test_a_broken_calibrator_exits_2_naming_it(world: dict[str, Path], tmp_path: Path, manifest: bool) -> None:
     b = broken_bundle(world, tmp_path, manifest=manifest)
@@ -363,6 +375,28 @@ def test_the_bundle_logged_to_mlflow_is_sealed_too(world: dict[str, Path], tmp_p
     assert set(manifest["files"]) == {"model.txt", "feature_spec.json", "calibrator.json", "threshold.json",
                                       "scorer.json", "baseline.json"}
     assert verify_bundle(packed) and load_bundle_dir(packed).threshold_score >= 0
+
+
+def test_bundles_that_differ_only_in_threshold_have_the_same_margins(world: dict[str, Path], tmp_path: Path) -> None:
+    """What lets evaluate's champion gate skip recomputing the AUC: same model files, same margins; any model file
+    changed (and resealed), or a file changed behind its seal, is not the same."""
+    from features.errors import BadInput
+    from pipelines.bundle import same_margins, write_manifest
+
+    copies = {}
+    for name in ("threshold", "model"):
+        copies[name] = tmp_path / name
+        shutil.copytree(world["bundle"], copies[name])
+    threshold = json.loads((copies["threshold"] / "threshold.json").read_text())
+    (copies["threshold"] / "threshold.json").write_text(json.dumps({**threshold, "threshold_score": 99}))
+    write_manifest(copies["threshold"])
+    assert same_margins(world["bundle"], copies["threshold"])
+    text = (copies["model"] / "model.txt").read_text()
+    (copies["model"] / "model.txt").write_text(text.replace("leaf_value=", "leaf_value=1", 1))
+    with pytest.raises(BadInput, match="model.txt"):
+        same_margins(world["bundle"], copies["model"])
+    write_manifest(copies["model"])
+    assert not same_margins(world["bundle"], copies["model"])
 
 
 # ---------------------------------------------------------------- 4. one transaction for the outputs
@@ -679,7 +713,8 @@ def test_evaluate_with_a_missing_bundle_or_notes_exits_2(world: dict[str, Path],
 
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     argv = ["--features", str(world["features"]), "--bundle", str(tmp_path / "no_bundle"), "--interim",
-            str(world["root"] / "work" / "interim"), "--notes", str(tmp_path / "notes.jsonl"), "--metrics",
+            str(world["root"] / "work" / "interim"), "--notes", str(tmp_path / "notes.jsonl"), "--assessment",
+            str(world["root"] / "report.json"), "--train-run", str(world["bundle"] / "train_run.json"), "--metrics",
             str(tmp_path / "m.json"), "--plots", str(tmp_path / "p"), "--figures", str(tmp_path / "f"), "--registry",
             str(tmp_path / "r.json"), "--params", str(tmp_path / "params.yaml")]
     with pytest.raises(SystemExit) as stop:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.conftest import ROOT, copy_repo, run, tool_env
+from tests.conftest import ROOT, copy_of, copy_repo, run, tool_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
@@ -33,6 +32,7 @@ def test_ci_runs_the_readme_test_command_exactly() -> None:
 
 
 def test_repro_writes_every_stage_output(pipeline_repo: Path) -> None:
+    assessment = json.loads((pipeline_repo / "reports" / "assess.json").read_text())
     metrics = json.loads((pipeline_repo / "reports" / "metrics.json").read_text())
     for key in (
         "auc",
@@ -45,7 +45,7 @@ def test_repro_writes_every_stage_output(pipeline_repo: Path) -> None:
         "legacy_auc",
         "oracle_auc",
     ):
-        assert key in metrics["test"], key
+        assert key in assessment["test"], key
     for part in ("decision", "legacy"):
         assert "handoffs_per_week" in metrics[part] or "cutoff_70" in metrics[part]
     notes = (pipeline_repo / "data" / "handoff" / "notes.jsonl").read_text().splitlines()
@@ -89,12 +89,6 @@ def test_no_pii_reaches_mlflow_params_tags_or_artifacts(pipeline_repo: Path) -> 
     assert not [s for s in secrets if "@" not in s and len(s) > 6 and f'"{s}"' in blob]
 
 
-def copy_of(repo: Path, dest: Path) -> Path:
-    """A full copy of a reproduced repo (data, lock, MLflow store), for tests that change it."""
-    shutil.copytree(repo, dest, symlinks=True)
-    return dest
-
-
 def test_forced_retraining_gives_an_identical_model_and_metrics(pipeline_repo: Path, tmp_path: Path) -> None:
     repo = copy_of(pipeline_repo, tmp_path / "repo")
     model = repo / "data" / "artifacts" / "model.txt"
@@ -105,13 +99,23 @@ def test_forced_retraining_gives_an_identical_model_and_metrics(pipeline_repo: P
 
 
 def test_a_threshold_experiment_reruns_only_calibrate_and_what_follows(pipeline_repo: Path, tmp_path: Path) -> None:
-    """A handoff that costs more than a conversion is worth hands off nobody: every stage still succeeds (exit 0),
-    and the notes and the reports say why they are empty."""
+    """Only the stages that use the threshold re-run: not the calibrator fit, and not assess, whose metrics and six
+    figures stay as they were (byte for byte) while the sweep is redrawn. A handoff that costs more than a conversion
+    is worth hands off nobody: every stage still succeeds (exit 0), and the notes and the reports say why they are
+    empty."""
     repo = copy_of(pipeline_repo, tmp_path / "repo")
+    figures = repo / "reports" / "figures"
+    before = {p.name: p.read_bytes() for p in figures.iterdir()} | {
+        "assess.json": (repo / "reports" / "assess.json").read_bytes()}
     out = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "calibrate.cost_per_handoff=5000"],
               repo, timeout=900).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"calibrate", "explain", "evaluate", "score"}, out
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
+    skipped = {line.split("'")[1] for line in out.splitlines() if line.endswith("didn't change, skipping")}
+    assert ran == ["calibrate", "explain", "evaluate", "score"], out
+    assert skipped == {"generate", "ingest", "featurize", "train", "calibrator", "assess"}, out
+    after = {p.name: p.read_bytes() for p in figures.iterdir()} | {
+        "assess.json": (repo / "reports" / "assess.json").read_bytes()}
+    assert {k for k in before if before[k] != after[k]} == {"threshold_sweep.png"}
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert metrics["decision"]["handoffs"] == metrics["explain"]["notes"] == 0
     assert "no handoff notes" in out and "0 handoff notes" in out
@@ -124,6 +128,9 @@ def test_a_threshold_experiment_reruns_only_calibrate_and_what_follows(pipeline_
     calib_runs = c.search_runs([c.get_experiment_by_name("leadlift").experiment_id],
                                filter_string=f"tags.`leadlift.training_run_id` = '{train_run}'")
     assert {r.data.params["calibrate.cost_per_handoff"] for r in calib_runs} >= {"500.0", "5000"}
+    # The new version's gate compared it with the champion, the same model at another threshold, on the same AUC.
+    registry = json.loads((repo / "data" / "artifacts" / "registry.json").read_text())
+    assert registry["champion_auc_on_this_test"] == registry["test_auc"] and registry["promoted"]
 
 
 @pytest.mark.server
@@ -166,7 +173,7 @@ def test_a_real_mlflow_server_receives_the_run_the_version_and_the_alias(pipelin
                     raise AssertionError("mlflow server did not start") from None
                 time.sleep(1)
         env = {**tool_env(), "MLFLOW_TRACKING_URI": uri}
-        for stage in ("train", "calibrate", "evaluate"):
+        for stage in ("train", "assess", "evaluate"):  # the stages that write to MLflow
             subprocess.run([sys.executable, "-m", "dvc", "repro", "-f", "-s", stage], cwd=repo, env=env, check=True,
                            capture_output=True, text=True, timeout=600)
         from mlflow import MlflowClient
@@ -190,7 +197,7 @@ def test_the_default_synthetic_run_keeps_lightgbm_and_its_calibrated_scores_keep
 
     repo = copy_repo(tmp_path / "repo", {})
     run([sys.executable, "-m", "dvc", "repro"], repo, timeout=1800)
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    metrics = json.loads((repo / "reports" / "assess.json").read_text())
     train = json.loads((repo / "reports" / "train.json").read_text())
     t = metrics["test"]
     assert metrics["model"] == train["model"] == "lightgbm"

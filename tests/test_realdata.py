@@ -54,7 +54,7 @@ def test_dvc_runs_a_real_export_end_to_end_with_the_mappings_params(tmp_path: Pa
     run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "absolute path"], repo)
     flags = run(["leadlift", "source-params", "sources/x_education.yaml"], repo).stdout.split()
     run([sys.executable, "-m", "dvc", "exp", "run", *flags], repo, timeout=900)
-    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    metrics = json.loads((repo / "reports" / "assess.json").read_text())
     committed = json.loads((ROOT / "reports" / "real" / "x_education.json").read_text())
     assert metrics["test"]["auc"] == pytest.approx(committed["test"]["auc"], abs=1e-9)
     assert metrics["test"]["baseline_lr_auc"] == pytest.approx(committed["test"]["baseline_lr_auc"], abs=1e-9)

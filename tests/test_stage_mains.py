@@ -67,3 +67,17 @@ def test_a_broken_params_file_is_bad_input(tmp_path: Path, capsys: pytest.Captur
         main(["--features", "f", "--spec", "s", "--model", "m", "--baseline", "b", "--scorer", "c", "--importance", "i",
               "--valid-margins", "v", "--run", "r", "--report", "x", "--params", str(params)])
     assert stop.value.code == 2 and str(params) in capsys.readouterr().err
+
+
+def test_a_calibrator_key_left_under_calibrate_is_refused_naming_its_new_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.calibrate import main
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["calibrate"]["method"] = "sigmoid"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    argv = [a for a in stage_commands()["calibrate"]] + ["--params", str(tmp_path / "params.yaml")]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "calibrate.method is now calibrator.method" in err and "Traceback" not in err
