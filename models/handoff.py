@@ -107,21 +107,32 @@ def build_notes_reference(
     text values; `contact` only the contact fields the source allows in notes."""
     if len(rows) == 0:
         return []
-    catalog = source_catalog(catalog, bundle.spec)
+    return reference_notes(rows, _explained(bundle, X), bundle.spec, catalog, top=top, who=who, contact=contact)
+
+
+def reference_notes(
+    rows: Sequence[Mapping[str, Any]],
+    ex: Explained,
+    spec: Mapping[str, Any],
+    catalog: Mapping[str, Any],
+    *,
+    top: int = 3,
+    who: Sequence[Mapping[str, Any]] | None = None,
+    contact: Sequence[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """`build_notes_reference` from what the model says about each row (the same input `models.notes.render_notes`
+    takes, so a test can hold the two renderers to the same bytes on any explanation)."""
+    catalog = source_catalog(catalog, spec)
     phrases = catalog.get("high_intent_phrase")
-    ex = explain_rows(bundle, X)
-    p = ex["probability"]
-    scores = bundle.score(p)
-    pct = bundle.percentile(p)
-    groups = list(ex["groups"])
-    decisions = bundle.decide(p)
-    templates = spec_templates(bundle.spec)
-    best = strongest_features(ex["contrib"], bundle.spec, groups)
+    p, scores, pct, decisions = ex.probability, ex.score, ex.percentile, ex.decision
+    groups = list(ex.groups)
+    templates = spec_templates(spec)
+    best = strongest_features(ex.contrib, spec, groups)
     notes = []
     for i, row in enumerate(rows):
         values = derived_values({**(who[i] if who else {}), **row}, phrases)
-        reasons, against = reasons_for_lead(values, ex["contrib"][i], ex["points"][i], groups, bundle.spec, catalog,
-                                            top=top, templates=templates, group_logodds=ex["group_contrib"][i],
+        reasons, against = reasons_for_lead(values, ex.contrib[i], ex.points[i], groups, spec, catalog,
+                                            top=top, templates=templates, group_logodds=ex.group_contrib[i],
                                             best=best[i], derived=True)
         top_share = max(1, int(round(100 - float(pct[i]))))
         cited = [k for r in [*reasons, *([against] if against else [])] for k in r.events]
@@ -136,7 +147,7 @@ def build_notes_reference(
                         f"{reasons[0].text if reasons else NO_REASON}",
             "reasons": [r.to_dict() for r in reasons],
             "against": against.to_dict() if against else None,
-            "who": first_filled([*bundle.spec.get("who", []), *(catalog.get("who") or [])], values, derived=True),
+            "who": first_filled([*spec.get("who", []), *(catalog.get("who") or [])], values, derived=True),
             "urgency": {
                 "days_since_high_intent": _maybe_int(values.get("days_since_high_intent")),
                 "last_signal": signal.get("last_signal"),
@@ -144,8 +155,8 @@ def build_notes_reference(
                 "buying_timeline": values.get("buying_timeline"),
                 "text": first_filled(catalog.get("urgency"), {**values, **signal}, derived=True),
             },
-            "what_happened": (first_filled(bundle.spec["what_happened"], values, derived=True)
-                              if bundle.spec.get("what_happened") else activity_summary(values, catalog)),
+            "what_happened": (first_filled(spec["what_happened"], values, derived=True)
+                              if spec.get("what_happened") else activity_summary(values, catalog)),
             "contact": dict(contact[i]) if contact else {},
         }
         notes.append(note)
@@ -230,4 +241,4 @@ def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
 
 
 __all__ = ["NO_REASON", "SQL", "build_notes", "build_notes_reference", "explain_rows", "md_text", "note_columns",
-           "note_markdown", "note_row", "note_values", "notes_from_dicts"]
+           "note_markdown", "note_row", "note_values", "notes_from_dicts", "reference_notes"]

@@ -89,6 +89,8 @@ class Template:
     pieces: tuple[tuple[str, str | None, str | None, str | None], ...]
     #: A reason's sentence: it may not cite a count of zero (`models.reasons.cites_zero_count`).
     evidence: bool
+    #: Where it is written: "catalog: groups.recency.for[2]", "source: company_size.reason.against[0]".
+    origin: str = ""
 
     @property
     def names(self) -> list[str]:
@@ -155,13 +157,16 @@ def compile_templates(catalog: Mapping[str, Any], spec: Mapping[str, Any]) -> No
     cat = source_catalog(catalog, spec)
     registry: list[Template] = []
 
-    def add(entry: Any, *, evidence: bool) -> tuple[int, ...]:
+    def listed(entry: Any, origin: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(f"{origin}[{i}]", v) for i, v in enumerate(_variants(entry))]
+
+    def add(variants: Sequence[tuple[str, dict[str, Any]]], *, evidence: bool) -> tuple[int, ...]:
         ids = []
-        for variant in _variants(entry):
+        for origin, variant in variants:
             conditions = variant.get("if", [])
             conditions = [conditions] if isinstance(conditions, str) else conditions
             registry.append(Template(len(registry), variant["text"], tuple(parse_condition(c) for c in conditions),
-                                     _parts(variant["text"]), evidence))
+                                     _parts(variant["text"]), evidence, origin))
             ids.append(len(registry) - 1)
         return tuple(ids)
 
@@ -170,18 +175,23 @@ def compile_templates(catalog: Mapping[str, Any], spec: Mapping[str, Any]) -> No
     own = spec_templates(spec)
     phrasing: dict[tuple[str, str], Phrasing] = {}
     for g in groups:
+        whose = "source" if g in (spec.get("groups") or {}) else "catalog"
         for direction in ("for", "against"):
-            variants = _variants(cat.get("groups", {}).get(g, {}).get(direction))
-            generic = [v for v in variants if not v.get("if") and not _PLACEHOLDER.search(v["text"])]
-            specific = add([v for v in variants if v not in generic], evidence=True)
+            variants = listed(cat.get("groups", {}).get(g, {}).get(direction), f"{whose}: groups.{g}.{direction}")
+            generic = [(o, v) for o, v in variants if not v.get("if") and not _PLACEHOLDER.search(v["text"])]
+            plain = [v for _, v in generic]
+            specific = add([(o, v) for o, v in variants if v not in plain], evidence=True)
             by_feature = {}
             for f in feats:
                 if f["group"] == g:
-                    templates = dict(cat.get("features", {}).get(f["name"], {}))
-                    templates.update(own.get(f["name"], {}))
-                    by_feature[f["name"]] = add(templates.get(direction), evidence=True)
+                    name = f["name"]
+                    origin = (f"source: {name}.reason.{direction}" if direction in own.get(name, {})
+                              else f"catalog: features.{name}.{direction}")
+                    templates = dict(cat.get("features", {}).get(name, {}))
+                    templates.update(own.get(name, {}))
+                    by_feature[name] = add(listed(templates.get(direction), origin), evidence=True)
             phrasing[(g, direction)] = Phrasing(specific, by_feature,
-                                                add([generic[0]], evidence=False)[0] if generic else None)
+                                                add(generic[:1], evidence=False)[0] if generic else None)
     declared = tuple(cat.get("declared_kinds") or ())
     high_intent = {**HIGH_INTENT_PHRASE, **(cat.get("high_intent_phrase") or {})}
     kinds = tuple(dict.fromkeys([*KIND_TEXT, *declared, *high_intent]))
@@ -190,9 +200,11 @@ def compile_templates(catalog: Mapping[str, Any], spec: Mapping[str, Any]) -> No
     for kind in [*EVENT_TYPES, *declared]:
         one, many = nouns.get(kind, [kind.replace("_", " "), kind.replace("_", " ") + "s"])
         activity.append((kind, str(one), str(many)))
-    who = add([*spec.get("who", []), *(cat.get("who") or [])], evidence=False)
-    urgency = add(cat.get("urgency"), evidence=False)
-    what_happened = add(spec["what_happened"], evidence=False) if spec.get("what_happened") else None
+    who = add([*listed(spec.get("who", []), "source: who"), *listed(cat.get("who") or [], "catalog: who")],
+              evidence=False)
+    urgency = add(listed(cat.get("urgency"), "catalog: urgency"), evidence=False)
+    what_happened = (add(listed(spec["what_happened"], "source: what_happened"), evidence=False)
+                     if spec.get("what_happened") else None)
     return NoteTemplates(
         templates=tuple(registry), groups=tuple(groups), labels={g: group_label(g, cat) for g in groups},
         features=tuple(f["name"] for f in feats), feature_group=tuple(groups.index(f["group"]) for f in feats),
@@ -321,8 +333,7 @@ def json_values(s: pl.Series) -> pl.Series:
     if s.dtype.is_integer():
         return s.cast(pl.String).fill_null("null")
     if s.dtype == pl.Boolean:
-        return pl.select(pl.when(pl.lit(s)).then(pl.lit("true")).otherwise(pl.lit("false"))
-                         .fill_null(pl.lit("null"))).to_series()
+        return s.replace_strict([True, False], ["true", "false"], return_dtype=pl.String).fill_null("null")
     return pl.Series([json.dumps(v) for v in s.to_list()], dtype=pl.String)
 
 
@@ -445,7 +456,7 @@ class Values:
             if _is_text(s.dtype) or s.dtype.is_integer():
                 return s.cast(pl.String)
             if s.dtype == pl.Boolean:
-                return pl.select(pl.when(pl.lit(s)).then(pl.lit("True")).otherwise(pl.lit("False"))).to_series()
+                return s.replace_strict([True, False], ["True", "False"], return_dtype=pl.String)
             return python_map(s, str, pl.String())
         return self._get(name, "str", make)  # type: ignore[no-any-return]
 
@@ -713,10 +724,11 @@ def reason_slots(points: np.ndarray, *, top: int, most: int = 5, min_points: flo
 
 
 def render_notes(values: pl.DataFrame, ex: Explained, templates: NoteTemplates, *, top: int = 3,
-                 contact: pl.DataFrame | None = None) -> pl.DataFrame:
+                 contact: pl.DataFrame | None = None, used: set[int] | None = None) -> pl.DataFrame:
     """One handoff note per row of `values` (each lead's features and firmographic text values, lead_id included),
     as columns: the flat CRM columns, every reason (`reason_<k>` and its points), the contact values as text, and
-    `note`, the whole note as `json.dumps(note, sort_keys=True)` writes it."""
+    `note`, the whole note as `json.dumps(note, sort_keys=True)` writes it. `used` (when given) receives the ids of
+    the template variants the notes say."""
     n = values.height
     if n == 0:
         return _empty(min(len(templates.groups), max(top, 5)))
@@ -774,10 +786,14 @@ def render_notes(values: pl.DataFrame, ex: Explained, templates: NoteTemplates, 
         {k: _where(has_signal, s, vals.frame[k] if k in vals else None).alias(k) for k, s in signal.items()},
         {k: has_signal | (k in vals) for k in signal})
     every = np.arange(n)
-    who = assemble(vals, templates, first_applying(vals, templates.who, templates), every).or_blank()
-    urgency = assemble(urgency_vals, templates, first_applying(urgency_vals, templates.urgency, templates),
-                       every).or_blank()
-    happened = (assemble(vals, templates, first_applying(vals, templates.what_happened, templates), every).or_blank()
+    chosen = {"who": first_applying(vals, templates.who, templates),
+              "urgency": first_applying(urgency_vals, templates.urgency, templates),
+              "what_happened": first_applying(vals, templates.what_happened or (), templates)}
+    if used is not None:
+        used.update(int(t) for t in np.unique(np.concatenate([tid, *chosen.values()])) if t >= 0)
+    who = assemble(vals, templates, chosen["who"], every).or_blank()
+    urgency = assemble(urgency_vals, templates, chosen["urgency"], every).or_blank()
+    happened = (assemble(vals, templates, chosen["what_happened"], every).or_blank()
                 if templates.what_happened is not None else _activity_summary(vals, templates))
     probability, probability_json = rounded(ex.probability, 4)
     percentile, percentile_json = rounded(ex.percentile, 1)
@@ -1062,25 +1078,27 @@ def notes_markdown(frame: pl.DataFrame) -> pl.Series:
     """Each note as a rep reads it (`models.handoff.note_markdown`), from a notes frame."""
     width = sum(1 for c in frame.columns if c.startswith("reason_") and c[7:].isdigit())
     no_reason = f"- {NO_REASON[0].upper()}{NO_REASON[1:]}"
+
+    def text(name: str) -> pl.Expr:
+        return pl.col(name).cast(pl.String)
+
+    def reason(prefix: str, name: str) -> pl.Expr:
+        return pl.concat_str(pl.lit(prefix), md_expr(text(name)), pl.lit(" ("), _points_expr(pl.col(f"{name}_points")),
+                             pl.lit(" pts)"))
+
     lines: list[pl.Expr] = [
-        pl.concat_str(pl.lit("### Lead "), md_expr(pl.col(LEAD_ID).cast(pl.String)), pl.lit(": score "),
-                      pl.col("score").cast(pl.String), pl.lit(" ("), pl.col("decision").cast(pl.String), pl.lit(")")),
+        pl.concat_str(pl.lit("### Lead "), md_expr(text(LEAD_ID)), pl.lit(": score "), text("score"), pl.lit(" ("),
+                      text("decision"), pl.lit(")")),
         pl.lit(""),
-        pl.concat_str(pl.lit("**Who:** "), md_expr(pl.col("who").cast(pl.String))),
+        pl.concat_str(pl.lit("**Who:** "), md_expr(text("who"))),
         pl.concat_str(pl.lit("**Contact:** "),
-                      pl.col("contact").list.eval(md_expr(pl.element())).list.join(", ")),
+                      pl.col("contact").cast(pl.List(pl.String)).list.eval(md_expr(pl.element())).list.join(", ")),
         pl.lit(""), pl.lit("**Why now:**"),
-    ]
-    for k in range(1, width + 1):
-        lines.append(pl.concat_str(pl.lit("- "), md_expr(pl.col(f"reason_{k}")), pl.lit(" ("),
-                                   _points_expr(pl.col(f"reason_{k}_points")), pl.lit(" pts)")))
-    first = pl.col("reason_1") if width else pl.lit(None, dtype=pl.String)
-    lines += [
-        pl.when(first.is_null()).then(pl.lit(no_reason)),
-        pl.concat_str(pl.lit("- Against: "), md_expr(pl.col("reason_against")), pl.lit(" ("),
-                      _points_expr(pl.col("reason_against_points")), pl.lit(" pts)")),
-        pl.lit(""), pl.concat_str(pl.lit("**Urgency:** "), md_expr(pl.col("urgency").cast(pl.String))),
-        pl.concat_str(pl.lit("**What happened:** "), md_expr(pl.col("what_happened").cast(pl.String))),
+        *(reason("- ", f"reason_{k}") for k in range(1, width + 1)),
+        pl.when((text("reason_1") if width else pl.lit(None, dtype=pl.String)).is_null()).then(pl.lit(no_reason)),
+        reason("- Against: ", "reason_against"),
+        pl.lit(""), pl.concat_str(pl.lit("**Urgency:** "), md_expr(text("urgency"))),
+        pl.concat_str(pl.lit("**What happened:** "), md_expr(text("what_happened"))),
         pl.lit(""),
     ]
     return frame.select(pl.concat_str(lines, separator="\n", ignore_nulls=True)).to_series()
