@@ -270,3 +270,57 @@ def test_values_of_any_type_are_written_as_python_writes_them() -> None:
     with pytest.raises(CatalogError) as columnar:
         render_notes(note_values(frame, who), ex, compile_templates(catalog, spec))
     assert str(columnar.value) == str(row_by_row.value)
+
+
+def test_explain_and_score_write_what_the_reference_renderer_writes(pipeline_repo: Path, tmp_path: Path) -> None:
+    """On a real bundle after `dvc repro`: the explain stage's notes.jsonl, notes.csv and notes.md, and every note
+    column of the score stage's output, are byte for byte what the row-by-row renderer gives."""
+    from features.build import SPLIT
+    from features.spec import to_matrix
+    from models.bundle import SQL
+    from models.handoff import build_notes_reference
+    from pipelines.bundle import load_bundle
+    from pipelines.explain import who_and_contact
+    from pipelines.io import write_frame
+    from pipelines.score import OUTPUT_SCHEMA, load_batch, source_of
+
+    data = pipeline_repo / "data"
+    bundle = load_bundle(data / "artifacts")
+    catalog = load_catalog()
+    test = pl.read_parquet(data / "features" / "features.parquet").filter(pl.col(SPLIT) == "test")
+    X = to_matrix(test, bundle.spec)
+    keep = bundle.decide(bundle.probability(X)) == SQL
+    chosen = test.filter(pl.Series(keep))
+    who, contact = who_and_contact(chosen["lead_id"].to_list(), data / "interim")
+    reference = sorted(build_notes_reference(bundle, chosen.to_dicts(), X[keep], catalog, who=who.to_dicts(),
+                                             contact=contact.to_dicts()),
+                       key=lambda n: (-n["probability"], n["lead_id"]))
+    assert len(reference) > 50
+    handoff = data / "handoff"
+    assert (handoff / "notes.jsonl").read_text() == "".join(json.dumps(n, sort_keys=True) + "\n" for n in reference)
+    header = f"# Handoff notes\n\n{len(reference)} leads recommended to sales, highest score first.\n\n"
+    assert (handoff / "notes.md").read_text() == header + "\n".join(note_markdown(n) for n in reference)
+    write_frame(pl.DataFrame([note_row(n) for n in reference], infer_schema_length=None), tmp_path / "notes.csv")
+    assert (handoff / "notes.csv").read_bytes() == (tmp_path / "notes.csv").read_bytes()
+
+    # The score stage: the sample batch, read and checked as `leadlift score` does, SQLs noted row by row.
+    from features.build import build_features
+
+    scored = pl.read_parquet(data / "scores" / "scores.parquet")
+    loaded = load_batch(data / "new" / "leads.parquet", data / "new" / "events.parquet", source_of(bundle), None)
+    leads, source = loaded.batch.leads, source_of(bundle)
+    feats = build_features(leads.lazy(), loaded.events, source, observation_days=int(bundle.spec["observation_days"]),
+                           windows=bundle.spec["windows"], as_of=loaded.as_of).collect()
+    feats = leads.select("lead_id").join(feats, on="lead_id", how="left", maintain_order="left")
+    X = to_matrix(feats, bundle.spec)
+    sql = np.flatnonzero(bundle.decide(bundle.probability(X)) == SQL)
+    firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
+    allowed = [c for c in source.get("notes_allowed", []) if c in leads.columns]
+    picked = leads[sql]
+    noted = build_notes_reference(bundle, feats[sql].to_dicts(), X[sql], catalog, who=picked.select(firmo).to_dicts(),
+                                  contact=picked.select(allowed).to_dicts())
+    assert scored.height == feats.height and len(noted) == int((scored["decision"] == SQL).sum()) > 0
+    assert scored["note"].gather(sql).to_list() == [json.dumps(n, sort_keys=True) for n in noted]
+    flat = [note_row(n) for n in noted]
+    for column in [c for c in OUTPUT_SCHEMA if c in flat[0] and c not in ("probability", "percentile")]:
+        assert scored[column].gather(sql).to_list() == [f[column] for f in flat], column
