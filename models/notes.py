@@ -563,6 +563,14 @@ class Sentences:
     def json(self) -> pl.Series:
         return json_strings(self.text, self.escape)
 
+    def json_body(self) -> pl.Series:
+        """The JSON string without its quotes: the text itself, unless it needs escapes (the caller quotes it, so
+        the text is not copied once more; null where no template filled)."""
+        idx = np.flatnonzero(self.escape)
+        if not len(idx):
+            return self.text
+        return self.text.scatter(idx, [encode_basestring_ascii(v)[1:-1] for v in self.text.gather(idx).to_list()])
+
 
 def assemble(values: Values, templates: NoteTemplates, tid: np.ndarray, rows: np.ndarray,
              alias: np.ndarray | None = None, aliases: Sequence[str] = ()) -> Sentences:
@@ -749,19 +757,15 @@ def render_notes(values: pl.DataFrame, ex: Explained, templates: NoteTemplates, 
     events = _cited(vals, templates, tid, alias, e_row, hi_kind)
     points_value, points_json = rounded(ex.points[e_row, e_group], 1)
     _, logodds_json = rounded(ex.group_contrib[e_row, e_group], 4)
-    quoted_kinds = pl.Series([encode_basestring_ascii(k) for k in templates.kinds], dtype=pl.String)
-    group_json = pl.Series([encode_basestring_ascii(g) for g in templates.groups], dtype=pl.String)
-    label_json = pl.Series([encode_basestring_ascii(templates.labels[g]) for g in templates.groups], dtype=pl.String)
-    event_lists = [quoted_kinds.append(pl.Series([None], dtype=pl.String)).gather(
-        np.where(events[:, c] >= 0, events[:, c], len(templates.kinds))) for c in range(events.shape[1])]
-    entry = pl.DataFrame({"text": text, "points": points_value, "escape": said.escape}).with_columns(
-        pl.concat_str(pl.lit('{"events": ['),
-                      pl.concat_str([pl.lit(s) for s in event_lists], separator=", ", ignore_nulls=True)
-                      if event_lists else pl.lit(""),
-                      pl.lit('], "group": '), pl.lit(group_json.gather(e_group)), pl.lit(', "label": '),
-                      pl.lit(label_json.gather(e_group)), pl.lit(', "log_odds": '), pl.lit(logodds_json),
-                      pl.lit(', "points": '), pl.lit(points_json), pl.lit(', "text": '),
-                      pl.lit(said.json()), pl.lit("}")).alias("json"))
+    # Each reason as JSON: a list's later items carry their ", " so a note joins them without another copy.
+    opening = pl.Series(["{", ", {"], dtype=pl.String).gather((e_pos > 0).astype(np.int64))
+    group_label = pl.Series([f'{encode_basestring_ascii(g)}, "label": {encode_basestring_ascii(templates.labels[g])}'
+                             for g in templates.groups], dtype=pl.String)
+    entry = pl.DataFrame({"text": text, "points": points_value}).with_columns(
+        pl.concat_str(pl.lit(opening), pl.lit('"events": '), pl.lit(_event_lists(events, templates)),
+                      pl.lit(', "group": '), pl.lit(group_label.gather(e_group)), pl.lit(', "log_odds": '),
+                      pl.lit(logodds_json), pl.lit(', "points": '), pl.lit(points_json), pl.lit(', "text": "'),
+                      pl.lit(said.json_body()), pl.lit('"}')).alias("json"))
     # Per-lead columns: each reason slot, and the reason against.
     cols: dict[str, pl.Series] = {}
     for k in range(width):
@@ -814,31 +818,51 @@ def render_notes(values: pl.DataFrame, ex: Explained, templates: NoteTemplates, 
         "who": who.text, "urgency": urgency.text, "what_happened": happened.text,
         "contact": _contact_texts(contact, n),
     })
-    reasons = pl.concat_str([pl.lit(cols[f"_json_{k}"]) for k in range(width)], separator=", ", ignore_nulls=True)
     days_high = (_maybe_int(vals.as_float("days_since_high_intent")[0], vals.missing("days_since_high_intent"))
                  if "days_since_high_intent" in vals else _nulls(n))
     timeline = (json_values(vals.frame["buying_timeline"]) if "buying_timeline" in vals
                 else pl.repeat("null", n, dtype=pl.String, eager=True))
+    headline_body = Sentences(headline, first_escape if width else needs_escape(headline)).json_body()
+    # One copy into the note: every piece is there (null pieces are the reason slots a note does not fill).
     note = frame.select(pl.concat_str(
         pl.lit('{"against": '), pl.lit(cols["_json_against"]).fill_null("null"),
         pl.lit(', "contact": '), pl.lit(_contact_json(contact, n)),
         pl.lit(', "decision": '), pl.lit(json_strings(decision)),
-        pl.lit(', "headline": '), pl.lit(json_strings(headline, first_escape if width else None)),
-        pl.lit(', "lead_id": '), pl.lit(json_values(lead_id)),
+        pl.lit(', "headline": "'), pl.lit(headline_body),
+        pl.lit('", "lead_id": '), pl.lit(json_values(lead_id)),
         pl.lit(', "percentile": '), pl.lit(percentile_json),
         pl.lit(', "probability": '), pl.lit(probability_json),
-        pl.lit(', "reasons": ['), reasons if width else pl.lit(""), pl.lit("]"),
+        pl.lit(', "reasons": ['), *(pl.lit(cols[f"_json_{k}"]) for k in range(width)), pl.lit("]"),
         pl.lit(', "score": '), pl.lit(score).cast(pl.String),
         pl.lit(', "urgency": {"buying_timeline": '), pl.lit(timeline),
         pl.lit(', "days_since_high_intent": '), pl.lit(days_high).fill_null("null"),
         pl.lit(', "days_since_last_signal": '),
         pl.lit(_maybe_int(signal_days, np.isnan(signal_days))).fill_null("null"),
         pl.lit(', "last_signal": '), pl.lit(json_strings(_where(has_signal, last_kind, None))),
-        pl.lit(', "text": '), pl.lit(urgency.json()),
-        pl.lit('}, "what_happened": '), pl.lit(happened.json()),
-        pl.lit(', "who": '), pl.lit(who.json()), pl.lit("}"),
+        pl.lit(', "text": "'), pl.lit(urgency.json_body()),
+        pl.lit('"}, "what_happened": "'), pl.lit(happened.json_body()),
+        pl.lit('", "who": "'), pl.lit(who.json_body()), pl.lit('"}'),
+        ignore_nulls=True,
     )).to_series()
     return frame.with_columns(note.alias("note"))
+
+
+def _event_lists(events: np.ndarray, templates: NoteTemplates) -> pl.Series:
+    """Each entry's cited kinds as a JSON list ('["page_pricing", "meeting"]'), written once per distinct list."""
+    m, width = events.shape
+    if not width:
+        return pl.repeat("[]", m, dtype=pl.String, eager=True)
+    base = len(templates.kinds) + 1
+    if base**width < 2**62:
+        key = np.zeros(m, dtype=np.int64)
+        for c in range(width):  # one integer per list: its kinds as digits in base len(kinds) + 1
+            key = key * base + events[:, c] + 1
+        _, first, at = np.unique(key, return_index=True, return_inverse=True)
+    else:
+        _, first, at = np.unique(events, axis=0, return_index=True, return_inverse=True)
+    names = [encode_basestring_ascii(k) for k in templates.kinds]
+    lists = ["[" + ", ".join(names[k] for k in events[i] if k >= 0) + "]" for i in first]
+    return pl.Series(lists, dtype=pl.String).gather(np.asarray(at).reshape(-1))
 
 
 def _choose(vals: Values, templates: NoteTemplates, e_row: np.ndarray, e_group: np.ndarray, e_for: np.ndarray,
