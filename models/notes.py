@@ -218,7 +218,7 @@ def compile_templates(catalog: Mapping[str, Any], spec: Mapping[str, Any]) -> No
 
 
 #: Largest |round(v, digits) * 10**digits| read from a table of texts (`_decimals`) rather than built per value.
-_TABLE_LIMIT = {1: 100_000, 4: 200_000}
+_TABLE_LIMIT = {1: 10_000, 4: 100_000}
 
 
 def _decimal_texts(k: np.ndarray, digits: int, negative: np.ndarray) -> pl.Series:
@@ -340,8 +340,12 @@ def json_values(s: pl.Series) -> pl.Series:
 def python_map(s: pl.Series, fn: Callable[[Any], Any], dtype: pl.DataType) -> pl.Series:
     """fn of each non-null value as Python sees it (`to_dicts` types), once per distinct value; null stays null. For
     the column types no polars expression formats the way Python does."""
+    if s.dtype == pl.Null:
+        return pl.repeat(None, len(s), dtype=dtype, eager=True)
     if isinstance(s.dtype, pl.List | pl.Array | pl.Struct | pl.Object) or s.dtype.is_float():
         return pl.Series([None if v is None else fn(v) for v in s.to_list()], dtype=dtype)
+    if s.dtype == pl.Categorical or isinstance(s.dtype, pl.Enum):
+        s = s.cast(pl.String)  # to_dicts gives the text
     distinct = s.drop_nulls().unique(maintain_order=True)
     return s.replace_strict(distinct, pl.Series([fn(v) for v in distinct.to_list()], dtype=dtype), default=None,
                             return_dtype=dtype)

@@ -234,7 +234,9 @@ def test_values_of_any_type_are_written_as_python_writes_them() -> None:
         {"name": "active", "kind": "numeric", "group": "engagement", "reason": {
             "for": [{"if": "value == 1", "text": "Active ({value}, {value|flag})"}, "Activity: {value}"],
             "against": "Inactive: {value|time}"}}],
-        "who": ["{owner} since {since}", {"if": "active == 'True'", "text": "Active {flag}"}, "{amount|dollar}"],
+        "who": ["{owner} since {since}", {"if": "active == 'True'", "text": "Active {flag}"},
+                {"if": "segment > 1", "text": "Segment {segment}, band {band}{nothing}"}, "{band} / {segment}",
+                "{amount|dollar}"],
         "what_happened": ["Spent {amount} ({amount|dollar}) by {since}", "{seats|seat}"]}
     engaged = [{"if": "tier > 1", "text": "Engaged, tier {tier}"}, "Engaged"]
     catalog = {"groups": {"company_fit": {"label": "Fit", "for": ["Fits"], "against": ["Does not fit"]},
@@ -253,6 +255,9 @@ def test_values_of_any_type_are_written_as_python_writes_them() -> None:
         "flag": pl.Series(pick(True, False), dtype=pl.Boolean),
         "amount": pl.Series(pick(Decimal("1.50"), Decimal("1"), Decimal("0"), None), dtype=pl.Decimal(10, 2)),
         "buying_timeline": pl.Series(pick(0.5, 1e-05, 3.0, 1e16, None), dtype=pl.Float64),
+        "segment": pl.Series(pick("2", "x", None), dtype=pl.Categorical),
+        "band": pl.Series(pick("low", "high", None), dtype=pl.Enum(["low", "high"])),
+        "nothing": pl.Series([None] * n, dtype=pl.Null),
     })
     contact = pl.DataFrame({"phone": pl.Series(pick(123, None), dtype=pl.Int64),
                             "vip": pl.Series(pick(True, None), dtype=pl.Boolean),
