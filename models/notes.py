@@ -660,9 +660,9 @@ def derive(frame: pl.DataFrame, templates: NoteTemplates) -> tuple[Values, np.nd
     hi = tuple(templates.high_intent)
     phrases = pl.Series([templates.high_intent[k] for k in hi] + [None], dtype=pl.String)
     action = phrases.gather(np.where(latest >= 0, latest, len(hi)))
-    if "last_high_intent_action" in frame.columns:
-        action = pl.select(pl.when(pl.lit(latest >= 0)).then(pl.lit(action))
-                           .otherwise(frame["last_high_intent_action"].cast(pl.String))).to_series()
+    if "last_high_intent_action" in frame.columns:  # a column of that name keeps its value (as text) where no
+        action = pl.select(pl.when(pl.lit(latest >= 0)).then(pl.lit(action))  # action is derived
+                           .otherwise(pl.lit(values.as_str("last_high_intent_action")))).to_series()
     else:
         present["last_high_intent_action"] = latest >= 0
     columns["last_high_intent_action"] = action
@@ -872,9 +872,11 @@ def _event_lists(events: np.ndarray, templates: NoteTemplates) -> pl.Series:
 def _choose(vals: Values, templates: NoteTemplates, e_row: np.ndarray, e_group: np.ndarray, e_for: np.ndarray,
             e_feature: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`models.reasons.render_cited`'s choice for every entry: the template id, and the feature (index) its "value"
-    stands for (-1: a group variant or the generic sentence). Raises CatalogError where nothing phrases a group."""
+    stands for (-1: a group variant or the generic sentence). Where nothing phrases a group, raises the CatalogError
+    the row-by-row renderer raises first (the first such lead, its reasons for before its reason against)."""
     tid = np.full(len(e_row), -1)
     alias = np.full(len(e_row), -1)
+    unphrased: list[tuple[int, int, int, str]] = []
     feature_index = {f: j for j, f in enumerate(templates.features)}
     for gi, g in enumerate(templates.groups):
         for direction, mask in (("for", e_for), ("against", ~e_for)):
@@ -894,10 +896,13 @@ def _choose(vals: Values, templates: NoteTemplates, e_row: np.ndarray, e_group: 
             if (chosen == -1).any():
                 if ph.generic is None:
                     first = int(sel[np.flatnonzero(chosen == -1)[0]])
-                    raise CatalogError(f"no template can phrase group {g!r} ({direction}) for feature "
-                                       f"{templates.features[e_feature[first]]!r}")
-                chosen[chosen == -1] = ph.generic
+                    unphrased.append((int(e_row[first]), int(not e_for[first]), first,
+                                      f"no template can phrase group {g!r} ({direction}) for feature "
+                                      f"{templates.features[e_feature[first]]!r}"))
+                chosen[chosen == -1] = ph.generic if ph.generic is not None else -1
             tid[sel] = chosen
+    if unphrased:
+        raise CatalogError(min(unphrased)[3])
     return tid, alias
 
 
