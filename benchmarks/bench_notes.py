@@ -70,14 +70,14 @@ def prepared_chunks(folder: Path, repo: Path) -> tuple[Any, list[dict[str, Any]]
 
 
 def bench(folder: Path, repo: Path, reference_rows: int) -> dict[str, Any]:
-    from models.handoff import _explained, note_row, reference_notes
+    from models.handoff import explained, note_row, reference_notes
     from models.notes import compile_templates, render_notes
     from pipelines.explain import load_catalog
 
     bundle, chunks = prepared_chunks(folder, repo)
     catalog = load_catalog()
     templates = compile_templates(catalog, bundle.spec)
-    render_notes(chunks[0]["values"].head(20), _explained(bundle, chunks[0]["X"][:20]), templates)  # warm caches
+    render_notes(chunks[0]["values"].head(20), explained(bundle, chunks[0]["X"][:20]), templates)  # warm caches
     timed: dict[str, list[float]] = {"explain": [0.0, 0.0], "columnar": [0.0, 0.0], "reference": [0.0, 0.0]}
 
     def clock(name: str, start: tuple[float, float]) -> None:
@@ -87,7 +87,7 @@ def bench(folder: Path, repo: Path, reference_rows: int) -> dict[str, Any]:
     sql = compared = 0
     for chunk in chunks:
         t = (time.perf_counter(), time.process_time())
-        ex = _explained(bundle, chunk["X"])
+        ex = explained(bundle, chunk["X"])
         clock("explain", t)
         t = (time.perf_counter(), time.process_time())
         notes = render_notes(chunk["values"], ex, templates, contact=chunk["contact"])

@@ -77,11 +77,12 @@ def build_notes(
     """One handoff note per row of `values` (see `note_values`), as a notes frame (`models.notes.render_notes`):
     the flat CRM columns, every reason, and the note as JSON. `X` holds the same rows' model matrix; `contact` only
     the contact fields the source allows in notes, row for row; `templates` the bundle's compiled templates."""
-    return render_notes(values, _explained(bundle, X), templates, top=top, contact=contact)
+    return render_notes(values, explained(bundle, X), templates, top=top, contact=contact)
 
 
-def _explained(bundle: Bundle, X: np.ndarray) -> Explained:
-    """The model's view of each row, as the columnar renderer takes it (nothing to explain for no rows)."""
+def explained(bundle: Bundle, X: np.ndarray) -> Explained:
+    """What the bundle says about each row of X (`explain_rows`, score, percentile, decision), as both renderers
+    take it."""
     if X.shape[0] == 0:
         empty = np.zeros(0)
         return Explained(empty, empty, empty, np.array([], dtype=str), np.zeros((0, X.shape[1] + 1)), [],
@@ -107,7 +108,7 @@ def build_notes_reference(
     text values; `contact` only the contact fields the source allows in notes."""
     if len(rows) == 0:
         return []
-    return reference_notes(rows, _explained(bundle, X), bundle.spec, catalog, top=top, who=who, contact=contact)
+    return reference_notes(rows, explained(bundle, X), bundle.spec, catalog, top=top, who=who, contact=contact)
 
 
 def reference_notes(
@@ -240,5 +241,5 @@ def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
     return row
 
 
-__all__ = ["NO_REASON", "SQL", "build_notes", "build_notes_reference", "explain_rows", "md_text", "note_columns",
-           "note_markdown", "note_row", "note_values", "notes_from_dicts", "reference_notes"]
+__all__ = ["NO_REASON", "SQL", "build_notes", "build_notes_reference", "explain_rows", "explained", "md_text",
+           "note_columns", "note_markdown", "note_row", "note_values", "notes_from_dicts", "reference_notes"]
