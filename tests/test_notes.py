@@ -196,7 +196,8 @@ def test_the_comparison_reaches_every_template_variant() -> None:
         spec, frame, who, contact = leads_of(source_of(name), rng)
         templates = compile_templates(load_catalog(), spec)
         used: set[int] = set()
-        render_notes(note_values(frame, who), explanation(spec, rng), templates, contact=contact, used=used)
+        render_notes(note_values(frame, who), explanation(spec, rng), templates, top=TOP[name], contact=contact,
+                     used=used)
         said = {templates.templates[t].origin for t in used}
         own = {t.origin for t in templates.templates if t.origin.startswith("source:")}
         assert not own - said - UNREACHABLE.get(name, set()), (name, sorted(own - said))
