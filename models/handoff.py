@@ -2,18 +2,25 @@
 
 The note follows the rules in models/reasons.py: reasons for add at least a point each (possibly none, then the
 headline says so), no reason cites a count of zero, and urgency covers every event the reasons cite.
+
+`build_notes` renders a whole chunk at once with the columnar renderer (models/notes.py) and returns a notes frame;
+`build_notes_reference` states the same rules one lead at a time and returns dicts. The reference is what the
+columnar renderer is tested against, byte for byte (tests/test_notes.py); production code does not call it.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from models.bundle import SQL, Bundle
+from models.notes import NO_REASON, Explained, NoteTemplates, note_columns_all, render_notes
 from models.reasons import (
     activity_summary,
     derived_values,
@@ -26,9 +33,6 @@ from models.reasons import (
     to_points,
     urgency_values,
 )
-
-#: The headline when no group adds a whole point.
-NO_REASON = "close to the average lead, no single factor adds a whole point"
 
 
 def first_filled(variants: Any, values: Mapping[str, Any], *, derived: bool = False) -> str:
@@ -53,7 +57,43 @@ def explain_rows(bundle: Bundle, X: np.ndarray) -> dict[str, np.ndarray]:
             "group_contrib": gc, "points": points, "base_score": np.array([base_score])}
 
 
+def note_values(features: pl.DataFrame, who: pl.DataFrame | None = None) -> pl.DataFrame:
+    """What a lead's templates may name: its feature row (lead_id included) and, where the features lack them, its
+    firmographic text values (`who`, row for row); a feature wins over a column of the same name."""
+    if who is None:
+        return features
+    return features.hstack(who.select([c for c in who.columns if c not in features.columns]))
+
+
 def build_notes(
+    bundle: Bundle,
+    values: pl.DataFrame,
+    X: np.ndarray,
+    templates: NoteTemplates,
+    *,
+    top: int = 3,
+    contact: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One handoff note per row of `values` (see `note_values`), as a notes frame (`models.notes.render_notes`):
+    the flat CRM columns, every reason, and the note as JSON. `X` holds the same rows' model matrix; `contact` only
+    the contact fields the source allows in notes, row for row; `templates` the bundle's compiled templates."""
+    return render_notes(values, explained(bundle, X), templates, top=top, contact=contact)
+
+
+def explained(bundle: Bundle, X: np.ndarray) -> Explained:
+    """What the bundle says about each row of X (`explain_rows`, score, percentile, decision), as both renderers
+    take it."""
+    if X.shape[0] == 0:
+        empty = np.zeros(0)
+        return Explained(empty, empty, empty, np.array([], dtype=str), np.zeros((0, X.shape[1] + 1)), [],
+                         np.zeros((0, 0)), np.zeros((0, 0)))
+    ex = explain_rows(bundle, X)
+    p = ex["probability"]
+    return Explained(p, bundle.score(p), bundle.percentile(p), bundle.decide(p), ex["contrib"], list(ex["groups"]),
+                     ex["group_contrib"], ex["points"])
+
+
+def build_notes_reference(
     bundle: Bundle,
     rows: Sequence[Mapping[str, Any]],
     X: np.ndarray,
@@ -63,25 +103,37 @@ def build_notes(
     who: Sequence[Mapping[str, Any]] | None = None,
     contact: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One handoff note per row. `rows` holds each lead's feature values (categoricals as text) and lead_id;
-    `who` its firmographic text values; `contact` only the contact fields the source allows in notes."""
+    """The row-by-row renderer, kept as the reference `build_notes` is tested against: one handoff note (a dict)
+    per row. `rows` holds each lead's feature values (categoricals as text) and lead_id; `who` its firmographic
+    text values; `contact` only the contact fields the source allows in notes."""
     if len(rows) == 0:
         return []
-    catalog = source_catalog(catalog, bundle.spec)
+    return reference_notes(rows, explained(bundle, X), bundle.spec, catalog, top=top, who=who, contact=contact)
+
+
+def reference_notes(
+    rows: Sequence[Mapping[str, Any]],
+    ex: Explained,
+    spec: Mapping[str, Any],
+    catalog: Mapping[str, Any],
+    *,
+    top: int = 3,
+    who: Sequence[Mapping[str, Any]] | None = None,
+    contact: Sequence[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """`build_notes_reference` from what the model says about each row (the same input `models.notes.render_notes`
+    takes, so a test can hold the two renderers to the same bytes on any explanation)."""
+    catalog = source_catalog(catalog, spec)
     phrases = catalog.get("high_intent_phrase")
-    ex = explain_rows(bundle, X)
-    p = ex["probability"]
-    scores = bundle.score(p)
-    pct = bundle.percentile(p)
-    groups = list(ex["groups"])
-    decisions = bundle.decide(p)
-    templates = spec_templates(bundle.spec)
-    best = strongest_features(ex["contrib"], bundle.spec, groups)
+    p, scores, pct, decisions = ex.probability, ex.score, ex.percentile, ex.decision
+    groups = list(ex.groups)
+    templates = spec_templates(spec)
+    best = strongest_features(ex.contrib, spec, groups)
     notes = []
     for i, row in enumerate(rows):
         values = derived_values({**(who[i] if who else {}), **row}, phrases)
-        reasons, against = reasons_for_lead(values, ex["contrib"][i], ex["points"][i], groups, bundle.spec, catalog,
-                                            top=top, templates=templates, group_logodds=ex["group_contrib"][i],
+        reasons, against = reasons_for_lead(values, ex.contrib[i], ex.points[i], groups, spec, catalog,
+                                            top=top, templates=templates, group_logodds=ex.group_contrib[i],
                                             best=best[i], derived=True)
         top_share = max(1, int(round(100 - float(pct[i]))))
         cited = [k for r in [*reasons, *([against] if against else [])] for k in r.events]
@@ -96,7 +148,7 @@ def build_notes(
                         f"{reasons[0].text if reasons else NO_REASON}",
             "reasons": [r.to_dict() for r in reasons],
             "against": against.to_dict() if against else None,
-            "who": first_filled([*bundle.spec.get("who", []), *(catalog.get("who") or [])], values, derived=True),
+            "who": first_filled([*spec.get("who", []), *(catalog.get("who") or [])], values, derived=True),
             "urgency": {
                 "days_since_high_intent": _maybe_int(values.get("days_since_high_intent")),
                 "last_signal": signal.get("last_signal"),
@@ -104,8 +156,8 @@ def build_notes(
                 "buying_timeline": values.get("buying_timeline"),
                 "text": first_filled(catalog.get("urgency"), {**values, **signal}, derived=True),
             },
-            "what_happened": (first_filled(bundle.spec["what_happened"], values, derived=True)
-                              if bundle.spec.get("what_happened") else activity_summary(values, catalog)),
+            "what_happened": (first_filled(spec["what_happened"], values, derived=True)
+                              if spec.get("what_happened") else activity_summary(values, catalog)),
             "contact": dict(contact[i]) if contact else {},
         }
         notes.append(note)
@@ -161,6 +213,18 @@ def note_columns(top: int = 3) -> list[str]:
     return [*cols, "reason_against", "who", "urgency", "what_happened"]
 
 
+def notes_from_dicts(notes: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    """A notes frame (as `build_notes` returns) from notes given as dicts (read back from notes.jsonl, or edited)."""
+    if not notes:
+        return pl.DataFrame(schema=note_columns_all(0))
+    width = max(len(n["reasons"]) for n in notes)
+    rows = [{**note_row(n, top=width),
+             "reason_against_points": n["against"]["points"] if n.get("against") else None,
+             "contact": [str(v) for v in n["contact"].values() if v is not None] if n.get("contact") else None,
+             "note": json.dumps(n, sort_keys=True)} for n in notes]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
 def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
     """A flat row for CRM import."""
     row: dict[str, Any] = {
@@ -177,4 +241,5 @@ def note_row(note: Mapping[str, Any], *, top: int = 3) -> dict[str, Any]:
     return row
 
 
-__all__ = ["SQL", "build_notes", "explain_rows", "md_text", "note_columns", "note_markdown", "note_row"]
+__all__ = ["NO_REASON", "SQL", "build_notes", "build_notes_reference", "explain_rows", "explained", "md_text",
+           "note_columns", "note_markdown", "note_row", "note_values", "notes_from_dicts", "reference_notes"]

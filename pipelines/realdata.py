@@ -9,6 +9,7 @@ convert differently?) and, optionally, recalibration on the most recent window b
 from __future__ import annotations
 
 import copy
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -222,14 +223,15 @@ def run_source(source: Path, report: Path, *, workdir: Path | None = None, recal
         console.print("explain")
         top = int(params["explain"]["top_reasons"])
         notes = explain.notes_for(test, bundle, explain.load_catalog(), all_leads=False, top=top, interim=interim)
-        why = "" if notes else explain.none_recommended(test, bundle)
+        why = "" if notes.height else explain.none_recommended(test, bundle)
         explain.write_notes(notes, work / "handoff", top=top, none_because=why)
         result["handoff_summary"] = evaluate.handoff_lines(result, section(params, "calibrate"),
                                                            synthetic=bool(src.get("truth")))
         for line in result["handoff_summary"] + ([f"  no handoff notes: {why}"] if why else []):
             console.print(line)
-        result["explain"] = {"notes": len(notes), "sql_leads": int(result["decision"]["handoffs"]),
-                             "example_note": notes[0] if notes else None, "none_because": why or None}
+        result["explain"] = {"notes": notes.height, "sql_leads": int(result["decision"]["handoffs"]),
+                             "example_note": json.loads(notes["note"][0]) if notes.height else None,
+                             "none_because": why or None}
         share = recalibrate_recent if recalibrate_recent is not None else params["calibrate"].get("recalibrate_recent")
         if share:
             result["recalibration"] = recalibration(frame, bundle, calib_params, float(share), trained.valid_margins,

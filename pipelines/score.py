@@ -33,7 +33,8 @@ from features.mapping import event_vocabulary
 from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT, utc
 from features.spec import input_gaps, to_matrix
 from models.bundle import MANIFEST, SQL, Bundle
-from models.handoff import build_notes, note_markdown, note_row
+from models.handoff import build_notes, note_values
+from models.notes import NoteTemplates, compile_templates, notes_markdown
 from pipelines.bundle import load_bundle, load_bundle_dir, resolve_bundle_dir
 from pipelines.explain import load_catalog
 from pipelines.ingest import DEFAULT_MAX_QUARANTINE_SHARE, canonical_spec, read_table
@@ -304,8 +305,10 @@ def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
 
 
 def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
-                catalog: dict[str, Any]) -> pl.DataFrame:
-    """Features at as_of, calibrated probability, score, percentile, decision, and notes for the SQLs."""
+                catalog: dict[str, Any] | NoteTemplates) -> pl.DataFrame:
+    """Features at as_of, calibrated probability, score, percentile, decision, and notes for the SQLs. `catalog` is
+    the reason catalog, or the templates compiled from it for this bundle (`compile_templates`, once per run)."""
+    templates = catalog if isinstance(catalog, NoteTemplates) else compile_templates(catalog, bundle.spec)
     source = source_of(bundle)
     feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
                            windows=bundle.spec["windows"], as_of=as_of).collect()
@@ -314,25 +317,20 @@ def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as
     p = bundle.probability(X)
     decision = bundle.decide(p)
     sql = np.flatnonzero(decision == SQL)
-    rows = feats[sql].to_dicts()
     firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
     allowed = [c for c in source.get("notes_allowed", []) if c in leads.columns]
     picked = leads[sql]
-    notes = build_notes(bundle, rows, X[sql], catalog, who=picked.select(firmo).to_dicts(),
-                        contact=picked.select(allowed).to_dicts())
-    by_id = {n["lead_id"]: n for n in notes}
-    out = []
-    for lead_id, prob, s, pct, d in zip(feats[LEAD_ID].to_list(), p, bundle.score(p), bundle.percentile(p), decision,
-                                       strict=True):
-        row: dict[str, Any] = {LEAD_ID: lead_id, "probability": float(prob), "score": int(s),
-                               "percentile": float(pct), "decision": str(d)}
-        note = by_id.get(lead_id)
-        if note is not None:
-            flat = note_row(note)
-            row.update({k: flat[k] for k in OUTPUT_SCHEMA if k in flat and k not in row})
-            row["note"] = json.dumps(note, sort_keys=True)
-        out.append(row)
-    return pl.DataFrame(out, schema=OUTPUT_SCHEMA)
+    notes = build_notes(bundle, note_values(feats[sql], picked.select(firmo)), X[sql], templates,
+                        contact=picked.select(allowed))
+    out = pl.DataFrame({LEAD_ID: feats[LEAD_ID].cast(pl.String), "probability": p.astype(np.float64),
+                        "score": bundle.score(p).astype(np.int64),
+                        "percentile": bundle.percentile(p).astype(np.float64), "decision": decision.astype(str)})
+    at = np.full(len(p), len(sql), dtype=np.int64)
+    at[sql] = np.arange(len(sql))
+    padded = notes.select([(pl.col(c) if c in notes.columns else pl.lit(None)).cast(dtype).alias(c)
+                           for c, dtype in OUTPUT_SCHEMA.items() if c not in out.columns])
+    padded = pl.concat([padded, padded.clear(1)])
+    return pl.concat([out, padded[at]], how="horizontal").select(list(OUTPUT_SCHEMA))
 
 
 @dataclass(frozen=True)
@@ -368,10 +366,12 @@ def check_part(raw: pl.DataFrame, events: pl.DataFrame | None, source: dict[str,
 
 
 def score_part(bundle: Bundle, part: Part, *, catalog: dict[str, Any], chunk_size: int) -> Iterator[pl.DataFrame]:
-    """Scored leads of a checked part, chunk by chunk, in input order (one machine's whole batch, or a Spark bucket)."""
+    """Scored leads of a checked part, chunk by chunk, in input order (one machine's whole batch, or a Spark bucket).
+    The note templates are compiled once for the part."""
+    templates = compile_templates(catalog, bundle.spec)
     for leads in chunks(part.batch.leads, chunk_size):
         events = part.events.filter(pl.col(LEAD_ID).is_in(leads[LEAD_ID].implode()))
-        yield score_chunk(bundle, leads, events, as_of=part.as_of, catalog=catalog)
+        yield score_chunk(bundle, leads, events, as_of=part.as_of, catalog=templates)
 
 
 # ---------------------------------------------------------------- the run
@@ -532,20 +532,27 @@ def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | Non
     leads = loaded.batch.leads
     if lead_ids:
         leads = leads.filter(pl.col(LEAD_ID).is_in(lead_ids))
-    for note in notes_for_leads(bundle, leads, loaded.events, as_of=loaded.as_of, catalog=load_catalog()):
-        yield note_markdown(note)
+    notes = note_frame_for_leads(bundle, leads, loaded.events, as_of=loaded.as_of, catalog=load_catalog())
+    yield from notes_markdown(notes)
 
 
-def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
-                    catalog: dict[str, Any]) -> list[dict[str, Any]]:
-    """Handoff notes for every given lead (SQL or not), in input order, with features built at as_of."""
+def note_frame_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
+                         catalog: dict[str, Any]) -> pl.DataFrame:
+    """Handoff notes (a notes frame) for every given lead (SQL or not), in input order, with features at as_of."""
     source = source_of(bundle)
     feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
                            windows=bundle.spec["windows"], as_of=as_of).collect()
     feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
     firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
-    return build_notes(bundle, feats.to_dicts(), to_matrix(feats, bundle.spec), catalog,
-                       who=leads.select(firmo).to_dicts())
+    return build_notes(bundle, note_values(feats, leads.select(firmo)), to_matrix(feats, bundle.spec),
+                       compile_templates(catalog, bundle.spec))
+
+
+def notes_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
+                    catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    """`note_frame_for_leads` as dicts (each note's JSON read back)."""
+    return [json.loads(note) for note in
+            note_frame_for_leads(bundle, leads, events, as_of=as_of, catalog=catalog)["note"]]
 
 
 @exit_codes
