@@ -313,6 +313,29 @@ def test_margin_is_lightgbms_raw_prediction_bit_for_bit(case: str) -> None:
     np.testing.assert_array_equal(ours, booster.predict(X, raw_score=True))
 
 
+@pytest.mark.parametrize("case", ["nans", "categorical", "zero_as_missing"])
+def test_trees_walked_row_by_row_predict_the_same_bits_as_swept_ones(case: str, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    """Trees past `_SWEEP_MAX_NODES` are walked instead of swept; both paths give LightGBM's doubles."""
+    if case == "categorical":
+        X, y = _categorical_data(seed=5)
+        booster = _train(X, y, rounds=40, categorical=[1, 2], num_leaves=63)
+        X = np.vstack([X, [[0.0, -1.0, 99.0, 0.5], [0.0, np.nan, -0.5, np.nan], [0.0, 35.0, 33.9, 0.0]]])
+    else:
+        X, y = _numeric_with_nans(seed=9)
+        X[::5, 2] = 0.0
+        booster = _train(X, y, rounds=40, num_leaves=63, **({"zero_as_missing": True} if case != "nans" else {}))
+        X = _odd_numeric_rows(X)
+    explainer = TreeShap.from_model_string(booster.model_to_string())
+    swept = explainer.margin(X)
+    monkeypatch.setattr(treeshap, "_SWEEP_MAX_NODES", 8)  # every tree here has more internal nodes: all walked
+    assert int(explainer.tree_n_int.min()) > 8
+    walked = explainer.margin(X)
+    expected = booster.predict(X, raw_score=True)
+    np.testing.assert_array_equal(swept, expected)
+    np.testing.assert_array_equal(walked, expected)
+
+
 def test_predicting_and_explaining_never_import_lightgbm() -> None:
     import subprocess
     import sys
