@@ -387,9 +387,8 @@ def _dense_event_features(cells: pl.DataFrame, *, windows: list[int], source: Ma
 
     by_edge = {d: within(d) for d in edges}
     never = np.iinfo(np.int64).max
-    youngest = np.full(n_kinds * n_rows, never, dtype=np.int64)
-    np.minimum.at(youngest, slot, cells["_min_age"].to_numpy())
-    youngest = youngest.reshape(n_kinds, n_rows)
+    youngest = np.full((n_kinds, n_rows), never, dtype=np.int64)
+    np.minimum.at(youngest.reshape(-1), slot, cells["_min_age"].to_numpy())  # a view: fills `youngest`
 
     def days(age_us: np.ndarray) -> np.ndarray:
         return np.where(age_us == never, np.nan, age_us / DAY_US)
