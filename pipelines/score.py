@@ -243,11 +243,8 @@ class Loaded:
     rows_in: int
     #: Clean leads, to be scored.
     scored: int
-
-    def leads(self) -> Iterator[pl.DataFrame]:
-        """The clean leads, partition by partition."""
-        for clean in self.parts:
-            yield clean.frames()[0]
+    #: Missing model inputs of the clean leads (`features.spec.input_gaps`; empty when loaded without a spec).
+    gaps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def scan_batch_table(table: str, path: Path, *, encoding: str | None = None) -> tuple[pl.LazyFrame, dict[str, Any]]:
@@ -307,13 +304,13 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
 
 
 def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None, *,
-               encoding: str | None = None, scratch: Callable[[], Path] | None = None,
-               partition_leads: int = PARTITION_LEADS) -> Loaded:
+               encoding: str | None = None, spec: dict[str, Any] | None = None,
+               scratch: Callable[[], Path] | None = None, partition_leads: int = PARTITION_LEADS) -> Loaded:
     """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`); the check is
     `check_part`, the same function a Spark bucket runs. Given a `scratch` folder, a batch of more than
     `partition_leads` leads (or ten times as many events) is checked partition by partition (`check_partitions`)
     and its clean rows are kept there (`scratch()` makes the folder, only then); otherwise it is read and checked
-    whole, in memory."""
+    whole, in memory. With the bundle's feature `spec`, the missing model inputs are counted as the rows go by."""
     leads, read_leads = scan_batch_table("leads", leads_path, encoding=encoding)
     use_events = events is not None and source.get("has_events", True)
     read = {"leads": read_leads}
@@ -330,13 +327,19 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
                          math.ceil(n_events / (partition_leads * PARTITION_EVENTS // PARTITION_LEADS)))
         if partitions > 1 and n_leads:
             return check_partitions(leads, scan, source, leads_file=leads_path, events_file=events_file, as_of=as_of,
-                                    partitions=partitions, rows=(n_leads, n_events), scratch=scratch(), read=read)
+                                    partitions=partitions, rows=(n_leads, n_events), scratch=scratch(), read=read,
+                                    spec=spec)
     raw = _collect(leads, leads_path)
     events_raw = _collect(scan, events_file) if scan is not None and events_file is not None else None
     part = check_part(raw, events_raw, source, leads_file=leads_path, events_file=events_file, as_of=as_of)
     batch = part.batch
     return Loaded([Clean(batch.leads, batch.events)], batch.quarantine, batch.counts, part.as_of,
-                  part.missing_optional, read, use_events, raw.height, batch.leads.height)
+                  part.missing_optional, read, use_events, raw.height, batch.leads.height,
+                  _gaps(batch.leads, spec, part.missing_optional))
+
+
+def _gaps(leads: pl.DataFrame, spec: dict[str, Any] | None, absent: list[str]) -> list[dict[str, Any]]:
+    return input_gaps(leads, spec, absent=absent) if spec is not None else []
 
 
 def _count(frame: pl.LazyFrame, path: Path) -> int:
@@ -347,11 +350,12 @@ def _count(frame: pl.LazyFrame, path: Path) -> int:
 
 _PART = "_part"
 _ID = "_id"
+_KEY = "_key"
 
 
 def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: dict[str, Any], *, leads_file: Path,
                      events_file: Path | None, as_of: datetime | None, partitions: int, rows: tuple[int, int],
-                     scratch: Path, read: dict[str, dict[str, Any]]) -> Loaded:
+                     scratch: Path, read: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> Loaded:
     """`load_batch` for a batch too big to hold: split it once (`split_batch`), then check each partition with
     `check_part` (the file-level checks left to the merged facts), keep its clean rows in `scratch`, and merge what
     the partitions found into what the whole file holds. Every partition is checked against the same clock."""
@@ -366,6 +370,7 @@ def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: d
     quarantine: list[pl.DataFrame] = []
     counts: list[dict[str, dict[str, Any]]] = []
     facts: list[dict[str, dict[str, Any]]] = []
+    gaps: list[list[dict[str, Any]]] = []
     for k in range(partitions):
         lead_rows, event_rows = raw.read(k)
         part = check_part(lead_rows, event_rows, source, leads_file=leads_file, events_file=events_file,
@@ -374,6 +379,7 @@ def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: d
         quarantine.append(batch.quarantine)
         counts.append(batch.counts)
         facts.append(batch.facts)
+        gaps.append(_gaps(batch.leads, spec, shape.missing_optional))
         kept = scratch / f"clean-leads-{k}.arrow"
         batch.leads.write_ipc(kept)
         kept_events = None
@@ -388,14 +394,16 @@ def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: d
     newest = max((f["summary"]["max_timestamp"] for f in merged.values()
                   if f["summary"].get("max_timestamp") is not None), default=None)
     total = C.merge_counts(counts)
+    scored = int(total["leads"]["rows_out"])
     return Loaded(parts, pl.concat(quarantine), total, decision_time(as_of, newest, now), shape.missing_optional,
-                  read, events is not None, rows[0], int(total["leads"]["rows_out"]))
+                  read, events is not None, rows[0], scored, merge_gaps(gaps, scored))
 
 
 @dataclass(frozen=True)
 class RawParts:
-    """The raw rows of a batch split into partitions: Arrow IPC files `<k>-<i>.arrow` per table in a scratch folder,
-    every row with its 1-based file row (`features.contract.ROW`)."""
+    """The raw rows of a batch split into partitions: Arrow IPC files `<table>-<k>.arrow` in a scratch folder, every
+    row with its 1-based file row (`features.contract.ROW`). `split_batch` reads each file in order and appends, so
+    a partition's rows are in file order."""
 
     folder: Path
     leads_schema: pl.Schema
@@ -408,72 +416,140 @@ class RawParts:
         return leads, self._read("events", k, self.events_schema)
 
     def remove(self, k: int) -> None:
-        for path in self.folder.glob(f"*/{k}-*.arrow"):
-            path.unlink()
+        for table in ("leads", "events"):
+            (self.folder / f"{table}-{k}.arrow").unlink(missing_ok=True)
 
     def _read(self, table: str, k: int, schema: pl.Schema | None) -> pl.DataFrame | None:
         if schema is None:
             return None
-        files = sorted(self.folder.glob(f"{table}/{k}-*.arrow"))
-        if not files:
-            return pl.DataFrame(schema=schema)
-        return pl.scan_ipc(files).sort(C.ROW).collect()
+        path = self.folder / f"{table}-{k}.arrow"
+        return pl.read_ipc(path) if path.exists() else pl.DataFrame(schema=schema)
+
+
+class _PartWriters:
+    """Append frames to the partition files of a `RawParts` folder, one Arrow IPC writer per table and partition."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._open: dict[tuple[str, int], pa.ipc.RecordBatchFileWriter] = {}
+
+    def write(self, table: str, frame: pl.DataFrame) -> None:
+        """Rows of `frame` to the partition in its `_PART` column."""
+        for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items():
+            arrow = rows.to_arrow()
+            writer = self._open.get((table, int(k)))
+            if writer is None:
+                writer = pa.ipc.new_file(str(self.folder / f"{table}-{k}.arrow"), arrow.schema)
+                self._open[(table, int(k))] = writer
+            writer.write_table(arrow)
+
+    def close(self) -> None:
+        for writer in self._open.values():
+            writer.close()
+        self._open.clear()
 
 
 def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions: int, rows: tuple[int, int],
                 scratch: Path, leads_file: Path, events_file: Path | None) -> RawParts:
-    """Split a batch into `partitions` partitions of consecutive leads file rows, each with its leads' events, in one
-    streaming pass over each file; every row keeps its file row.
+    """Split a batch into `partitions` partitions of consecutive leads file rows, each with its leads' events; every
+    row keeps its file row. Each file is read once, a slice at a time (`_in_order`).
 
     All copies of a lead id go to one partition, so the contract finds duplicates as it does in a whole file: the
     partition of the id's first copy not already set aside by the reader (a ragged CSV row), else of its first copy.
-    A clean lead is always in the partition of its own row, so scoring the partitions in order writes the leads in
-    file order. Events go to their lead's partition; an event whose lead is not in the file (or has no id) goes to
-    the partition of its own position in the events file, where the contract quarantines it as one machine would.
+    A clean lead is therefore always in the partition of its own row, and scoring the partitions in order writes the
+    leads in file order. Events go to their lead's partition (looked up by a 64-bit hash of the id, or by the id when
+    two ids of the file share a hash); an event whose lead is not in the file, or that has no id, goes to the
+    partition of its own position in the events file, where the contract quarantines it as one machine would.
     """
-    leads = leads if C.ROW in leads.collect_schema() else leads.with_row_index(C.ROW, offset=1)
-    schema = leads.collect_schema()
+    numbered = leads if C.ROW in leads.collect_schema() else leads.with_row_index(C.ROW, offset=1)
+    schema = numbered.collect_schema()
     n_leads, n_events = rows
-    own = ((pl.col(C.ROW) - 1) // math.ceil(n_leads / partitions)).cast(pl.UInt32)
+    size = math.ceil(n_leads / partitions)
+    own = ((pl.col(C.ROW) - 1) // size).cast(pl.UInt32)
     pending = pl.col(C.REASON).is_null() if C.REASON in schema else pl.lit(True)
-    ids = _collect(leads.select(C.ROW, C.lead_id_expr(schema[LEAD_ID]).alias(_ID), own.alias(_PART),
-                                pending.alias("_pending")), leads_file)
-    copies = ids.filter(pl.col(_ID).is_not_null() & pl.col(_ID).is_duplicated())
-    home = copies.group_by(_ID).agg(pl.coalesce(pl.col(_PART).filter(pl.col("_pending")).min(), pl.col(_PART).min()))
-    homes = pl.concat([ids.filter(pl.col(_ID).is_not_null() & ~pl.col(_ID).is_duplicated()).select(_ID, _PART), home])
-    moved = copies.join(home, on=_ID, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
-        C.ROW, pl.col(f"{_PART}_home").alias(_PART))
-    del ids, copies
-    routed = leads.with_columns(own.alias(_PART))
-    if moved.height:
-        routed = routed.join(moved.lazy(), on=C.ROW, how="left", suffix="_moved").with_columns(
-            pl.coalesce(f"{_PART}_moved", _PART).alias(_PART)).drop(f"{_PART}_moved")
-    _sink_parts(routed, scratch / "leads", leads_file)
-    events_schema = None
-    if events is not None and events_file is not None:
-        events = events if C.ROW in events.collect_schema() else events.with_row_index(C.ROW, offset=1)
-        events_schema = events.collect_schema()
-        by_position = ((pl.col(C.ROW) - 1) // max(1, math.ceil(n_events / partitions))).cast(pl.UInt32)
-        routed_events = (events.with_columns(C.lead_id_expr(events_schema[LEAD_ID]).alias(_ID))
-                         .join(homes.lazy(), on=_ID, how="left")
-                         .with_columns(pl.col(_PART).fill_null(by_position))
-                         .drop(_ID))
-        _sink_parts(routed_events, scratch / "events", events_file)
+    ids = _collect(numbered.select(C.ROW, C.lead_id_expr(schema[LEAD_ID]).alias(_ID), own.alias(_PART),
+                                pending.alias("_pending")), leads_file).filter(pl.col(_ID).is_not_null())
+    hashed = ids[_ID].hash()
+    by_hash = hashed.n_unique() == ids[_ID].n_unique()  # no two ids of the file share a hash
+    ids = ids.with_columns(hashed.alias(_KEY)) if by_hash else ids.rename({_ID: _KEY})
+    repeated = ids.filter(pl.col(_KEY).is_duplicated())
+    home = repeated.group_by(_KEY).agg(pl.coalesce(pl.col(_PART).filter(pl.col("_pending")).min(), pl.col(_PART).min()))
+    homes = pl.concat([ids.filter(~pl.col(_KEY).is_duplicated()).select(_KEY, _PART), home])
+    moved = repeated.join(home, on=_KEY, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
+        C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
+    del ids, repeated, home
+    writers = _PartWriters(scratch)
+    try:
+        for frame in _in_order(leads, n_leads, size, leads_file):
+            frame = frame.with_columns(own.alias(_PART))
+            if moved.height:
+                frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
+                    pl.coalesce("_moved", _PART).alias(_PART)).drop("_moved")
+            writers.write("leads", frame)
+        events_schema = None
+        if events is not None and events_file is not None:
+            events_schema = _numbered(events).collect_schema()
+            lead_id = C.lead_id_expr(events_schema[LEAD_ID])
+            key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
+            step = max(1, math.ceil(n_events / partitions))
+            by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
+            for frame in _in_order(events, n_events, step, events_file):
+                routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left")
+                writers.write("events", routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
+    finally:
+        writers.close()
     return RawParts(scratch, schema, events_schema)
 
 
-def _sink_parts(frame: pl.LazyFrame, folder: Path, path: Path) -> None:
-    """Stream `frame` into Arrow IPC files `<partition>-<i>.arrow`, one set per value of `_PART` (polars' partitioned
-    sink: one pass, every core, nothing held whole)."""
-    def name(args: Any) -> str:
-        return f"{args.partition_keys.item()}-{args.index_in_partition}.arrow"
+def _numbered(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows with their 1-based file row (a reader that marked ragged CSV rows has numbered them already)."""
+    return frame if C.ROW in frame.collect_schema() else frame.with_row_index(C.ROW, offset=1)
 
-    target = pl.PartitionBy(folder, key=_PART, include_key=False, approximate_bytes_per_file=None,
-                            file_path_provider=name)
+
+def _in_order(frame: pl.LazyFrame, rows: int, step: int, path: Path) -> Iterator[pl.DataFrame]:
+    """The rows of a file in file order with their file row (`_numbered`), about `step` at a time: slices of a
+    Parquet file (polars reads only their pages, where its streaming reader would decode every row group at once;
+    numbered after slicing, which polars cannot push a slice through), else polars' streaming batches."""
+    if canonical_spec("leads", path).format == "parquet" and C.ROW not in frame.collect_schema():
+        for start, length in _slices([g.num_rows for g in _row_groups(path)], step):
+            yield _collect(frame.slice(start, length), path).with_row_index(C.ROW, offset=start + 1)
+        return
     try:
-        frame.sink_ipc(target, mkdir=True)
+        yield from _numbered(frame).collect_batches(chunk_size=step)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as e:
         raise BadInput(path, f"cannot be read: {safe_message(e)}") from None
+
+
+def _row_groups(path: Path) -> list[pq.RowGroupMetaData]:
+    meta = pq.ParquetFile(path).metadata
+    return [meta.row_group(i) for i in range(meta.num_row_groups)]
+
+
+def _slices(groups: Sequence[int], step: int) -> list[tuple[int, int]]:
+    """(start, rows) of consecutive slices of a Parquet file whose row groups hold `groups` rows: about `step` rows
+    each, cut at row-group boundaries (a slice across a boundary decodes both groups), small groups taken together
+    and big ones cut in equal pieces.
+
+    >>> _slices([5, 5, 5, 5], 8)
+    [(0, 5), (5, 5), (10, 5), (15, 5)]
+    >>> _slices([3, 3, 3, 20], 8)
+    [(0, 6), (6, 3), (9, 10), (19, 10)]
+    """
+    out: list[tuple[int, int]] = []
+    start = taken = 0
+    for rows in groups:
+        if taken and taken + rows > step:
+            out.append((start, taken))
+            start, taken = start + taken, 0
+        if rows <= step:
+            taken += rows
+            continue
+        cut = math.ceil(rows / max(1, round(rows / step)))
+        out += [(start + offset, min(cut, rows - offset)) for offset in range(0, rows, cut)]
+        start += rows
+    if taken:
+        out.append((start, taken))
+    return out
 
 
 def _events_lazy(events: pl.DataFrame | None) -> pl.LazyFrame:
@@ -489,8 +565,7 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
     raised unless the user allows missing inputs; a quarantined share above the maximum is always refused."""
     source = source_of(bundle)
     counts = loaded.counts
-    gaps = merge_gaps([input_gaps(leads, bundle.spec, absent=loaded.absent) for leads in loaded.leads()],
-                      loaded.scored)
+    gaps = loaded.gaps
     warnings: list[str] = []
     refusals: list[BadInput] = []
     leads = counts["leads"]
@@ -611,7 +686,7 @@ def score_part(bundle: Bundle, part: Part, *, catalog: dict[str, Any], chunk_siz
 
 def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, source: dict[str, Any],
                       as_of: datetime | None, event_sources: dict[str, Path] | None = None, *,
-                      encoding: str | None = None) -> Loaded:
+                      encoding: str | None = None, spec: dict[str, Any] | None = None) -> Loaded:
     """`load_batch` for raw export files: the mapping's leads and events sections first (`ingest.map_batch`: its
     reasons for bad rows, no target needed), then the same checks as a canonical batch. Row numbers and rows in
     stay those of the raw leads file."""
@@ -633,7 +708,7 @@ def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, sour
     read = {t: mapped.report[t]["read"] for t in ("leads", "events")
             if isinstance(mapped.report.get(t), dict) and mapped.report[t].get("read")}
     return Loaded([Clean(batch.leads, batch.events)], bad, counts, at, absent, read, use_events, rows_in,
-                  batch.leads.height)
+                  batch.leads.height, _gaps(batch.leads, spec, absent))
 
 
 def _counts(quarantine: pl.DataFrame, table: str, rows_in: int) -> dict[str, Any]:
@@ -676,10 +751,10 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
     """`score_file` once the outputs are planned and the bundle is loaded: read -> check -> decide -> score."""
     if mapping is not None:
         loaded = load_mapped_batch(mapping, leads_path, events, source_of(bundle), as_of, event_sources,
-                                   encoding=encoding)
+                                   encoding=encoding, spec=bundle.spec)
     else:
-        loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding, scratch=scratch,
-                            partition_leads=partition_leads)
+        loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding, spec=bundle.spec,
+                            scratch=scratch, partition_leads=partition_leads)
     gaps, warnings, refusals = batch_problems(loaded, bundle, leads_file=leads_path, events_file=events,
                                               max_missing_share=max_missing_share,
                                               max_quarantine_share=max_quarantine_share)
