@@ -15,37 +15,24 @@ import pytest
 
 from features import contract as C
 from pipelines.io import TEMP_SUFFIX, remove_stale_temps, scratch_dir
+from tests import test_spark
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
 
+#: Spark's messy batch, as a fixture here too: duplicate and null ids, leads without events, events for unknown leads
+#: and without an id, all in shuffled file order.
+messy = test_spark.messy
+
 
 @pytest.fixture(scope="module")
-def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3,000 generated leads as real batches come: an id twice at opposite ends of the file, null ids, leads without
-    events, events for unknown leads and without an id, everything in shuffled order; as Parquet and as CSV, the CSV
-    with a ragged row whose id comes back, whole, further down."""
-    from pipelines.generate import run
-
-    out = tmp_path_factory.mktemp("messy")
-    run(out / "gen", leads=3000, seed=4242, start="2026-01-01", months=3, observation_days=14, horizon_days=60,
-        progress=False)
-    leads = pl.read_parquet(out / "gen" / "leads.parquet")
-    events = pl.read_parquet(out / "gen" / "events.parquet")
-    quiet = leads.slice(100, 20).with_columns(pl.format("quiet-{}", pl.int_range(20)).alias("lead_id"))
-    shuffled = pl.concat([
-        leads.slice(200, 5),  # these ids come back at the end of the file
-        leads.slice(10, 3).with_columns(pl.lit(None, dtype=pl.String).alias("lead_id")),
-        quiet,
-    ]).vstack(leads.sample(fraction=1.0, shuffle=True, seed=7))
-    ghosts = events.head(30).with_columns(pl.format("ghost-{}", pl.int_range(30)).alias("lead_id"))
-    no_id = events.slice(40, 5).with_columns(pl.lit(None, dtype=pl.String).alias("lead_id"))
-    pl.concat([events, ghosts, no_id]).sample(fraction=1.0, shuffle=True, seed=8).write_parquet(
-        out / "events.parquet", row_group_size=20_000)
-    shuffled.write_parquet(out / "leads.parquet", row_group_size=1000)
-    lines = shuffled.with_columns(pl.col("created_at").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_csv().splitlines()
-    lines.insert(40, lines[2501] + ",one field too many")  # data row 40: row 2500's id, ragged; row 2501 is whole
-    (out / "leads.csv").write_text("\n".join(lines) + "\n")
-    return out
+def messy_csv(messy: Path) -> Path:
+    """The messy batch's leads as CSV text, with a ragged row (one field too many) at data row 40 carrying the id of
+    a row further down, which is whole."""
+    lines = pl.read_parquet(messy / "leads.parquet").with_columns(
+        pl.col("created_at").dt.strftime("%Y-%m-%dT%H:%M:%S")).write_csv().splitlines()
+    lines.insert(40, lines[2501] + ",one field too many")
+    (messy / "leads.csv").write_text("\n".join(lines) + "\n")
+    return messy / "leads.csv"
 
 
 def score(repo: Path, leads: Path, events: Path, out: Path, **kw: Any) -> dict[str, Any]:
@@ -64,7 +51,7 @@ def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path, messy: Path, tmp_path: Path,
                                                             as_of: datetime | None) -> None:
     """Scores, quarantine (same 1-based file rows, same order) and report are the bytes of a pass over the whole file,
-    with duplicates split across the file, unknown and id-less events, and an explicit as-of time that quarantines
+    with duplicates split across partitions, unknown and id-less events, and an explicit as-of time that quarantines
     the leads created after it."""
     leads, events = messy / "leads.parquet", messy / "events.parquet"
     runs = {name: score(pipeline_repo, leads, events, tmp_path / f"{name}.parquet", as_of=as_of, **kw) for name, kw in {
@@ -74,7 +61,11 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
         assert (tmp_path / f"{a}.parquet").read_bytes() == (tmp_path / f"{b}.parquet").read_bytes()
         assert (tmp_path / f"{a}.quarantine.csv").read_bytes() == (tmp_path / f"{b}.quarantine.csv").read_bytes()
         assert same_run(runs[a], runs[b])
-    reasons = pl.read_csv(tmp_path / "parts.quarantine.csv").group_by("table", "reason").len()
+    quarantine = pl.read_csv(tmp_path / "parts.quarantine.csv")
+    copies = quarantine.filter(pl.col("reason") == C.DUPLICATE_LEAD_ID).group_by("lead_id").agg(
+        ((pl.col("row") - 1) // 400).n_unique().alias("partitions"))
+    assert copies["partitions"].max() > 1  # some id has copies in different partitions of 400 rows
+    reasons = quarantine.group_by("table", "reason").len()
     found = {f"{t}: {r}": n for t, r, n in reasons.iter_rows()}
     assert found["leads: duplicate lead_id"] == 10 and found["leads: missing lead_id"] == 3
     assert found["events: unknown lead"] == 30 and found["events: missing lead_id"] == 5
@@ -82,11 +73,12 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)] == []  # the scratch folder is gone
 
 
-def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_order(pipeline_repo: Path, messy: Path,
-                                                                                    tmp_path: Path) -> None:
+def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_order(
+    pipeline_repo: Path, messy: Path, messy_csv: Path, tmp_path: Path
+) -> None:
     """The ragged row is quarantined by the reader; the id's other copy is then not a duplicate and is scored where
     it stands in the file, in whichever partition the id's copies were put."""
-    leads, events = messy / "leads.csv", messy / "events.parquet"
+    leads, events = messy_csv, messy / "events.parquet"
     whole = score(pipeline_repo, leads, events, tmp_path / "whole.csv")
     parts = score(pipeline_repo, leads, events, tmp_path / "parts.csv", partition_leads=300)
     assert (tmp_path / "parts.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
