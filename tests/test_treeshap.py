@@ -238,6 +238,24 @@ def test_deep_leaves_computed_without_tables_match_pred_contrib(monkeypatch: pyt
     assert np.abs(ts.contributions(X[:400]) - theirs).max() <= TOL
 
 
+@pytest.mark.parametrize("slot_depth", [0, 3])
+def test_shares_looked_up_per_slot_are_the_bits_of_shares_computed_per_row(slot_depth: int,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small leaves read each feature's share from a per-pattern table; without those tables (0), or with them for
+    some leaves only (3), every double is the same, and all match pred_contrib."""
+    X, y = _categorical_data(seed=29)
+    booster = _train(X, y, categorical=[1, 2], num_leaves=31, max_depth=-1, rounds=40)
+    X = X[:600]
+    default = TreeShap.from_booster(booster)
+    assert (default.slot_table_off >= 0).sum() > 0
+    monkeypatch.setattr(treeshap, "SLOT_TABLE_MAX_DEPTH", slot_depth)
+    other = TreeShap.from_booster(booster)
+    with_slots = (other.slot_table_off >= 0).sum()
+    assert with_slots == 0 if slot_depth == 0 else 0 < with_slots < (other.lf_mode == 0).sum()
+    np.testing.assert_array_equal(other.contributions(X), default.contributions(X))
+    assert np.abs(default.contributions(X) - booster.predict(X, pred_contrib=True)).max() <= TOL
+
+
 def test_leaf_with_zero_data_count_stays_finite_and_additive() -> None:
     """A zero cover fraction rules out the table's division by z; the polynomial path must take over.
 
