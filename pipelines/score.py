@@ -461,7 +461,7 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     two ids of the file share a hash); an event whose lead is not in the file, or that has no id, goes to the
     partition of its own position in the events file, where the contract quarantines it as one machine would.
     """
-    numbered = leads if C.ROW in leads.collect_schema() else leads.with_row_index(C.ROW, offset=1)
+    numbered = _numbered(leads)
     schema = numbered.collect_schema()
     n_leads, n_events = rows
     size = math.ceil(n_leads / partitions)
@@ -480,7 +480,7 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     del ids, repeated, home
     writers = _PartWriters(scratch)
     try:
-        for frame in _in_order(leads, n_leads, size, leads_file):
+        for frame in _in_order(leads, n_leads, size, "leads", leads_file):
             frame = frame.with_columns(own.alias(_PART))
             if moved.height:
                 frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
@@ -493,8 +493,8 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
             key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
             step = max(1, math.ceil(n_events / partitions))
             by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
-            for frame in _in_order(events, n_events, step, events_file):
-                routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left")
+            for frame in _in_order(events, n_events, step, "events", events_file):
+                routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
                 writers.write("events", routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
     finally:
         writers.close()
@@ -506,11 +506,11 @@ def _numbered(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame if C.ROW in frame.collect_schema() else frame.with_row_index(C.ROW, offset=1)
 
 
-def _in_order(frame: pl.LazyFrame, rows: int, step: int, path: Path) -> Iterator[pl.DataFrame]:
+def _in_order(frame: pl.LazyFrame, rows: int, step: int, table: str, path: Path) -> Iterator[pl.DataFrame]:
     """The rows of a file in file order with their file row (`_numbered`), about `step` at a time: slices of a
     Parquet file (polars reads only their pages, where its streaming reader would decode every row group at once;
     numbered after slicing, which polars cannot push a slice through), else polars' streaming batches."""
-    if canonical_spec("leads", path).format == "parquet" and C.ROW not in frame.collect_schema():
+    if canonical_spec(table, path).format == "parquet" and C.ROW not in frame.collect_schema():
         for start, length in _slices([g.num_rows for g in _row_groups(path)], step):
             yield _collect(frame.slice(start, length), path).with_row_index(C.ROW, offset=start + 1)
         return
