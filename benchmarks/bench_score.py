@@ -19,12 +19,15 @@ to one thread (numba, polars, OpenMP, BLAS) to show what the second core buys:
   on those rows; then `shap.TreeExplainer(booster).shap_values` on the rows it recommends (SQL). If SHAP on all SQLs
   would take more than 20 minutes, it is timed on a random sample of 20k SQL rows and extrapolated (said so).
   The peer writes no output and builds no notes: it is the least a user would write to get the same numbers.
-- floor:    read + `build_features` + the bundle's raw score (leadlift's LightGBM-free predictor) and decision +
-  leadlift's exact TreeSHAP on the SQL rows; no contract checks, no notes, no output. leadlift's time over the floor's
-  is what checks, reasons, notes and writing cost.
+- floor:    read + `build_features` + the bundle's calibrated probability and decision + its exact SHAP values on
+  the SQL rows, through the very `Bundle` methods leadlift scores with (`probability`, `scorer.contributions`: for
+  LightGBM the LightGBM-free predictor and TreeSHAP kernel of models.treeshap); the whole batch at once, no contract
+  checks, no notes, no output. leadlift's time over the floor's is what checks, flat memory, reasons, notes and
+  writing cost.
 
-Printed: leads/s of each, the ratio leadlift / peer, each phase of the peer, and peak RSS at each size (is it flat?).
-Timings are printed, never asserted.
+Printed: leads/s of each, the ratios leadlift / peer and leadlift / floor, the phases of each (leadlift's are timed
+by wrapping its functions in the child), CPU seconds and the load average around each child (the machine may be
+shared), and peak RSS at each size (is it flat?). Timings are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -74,11 +77,74 @@ def make_batch(folder: Path, leads: int, repo: Path) -> dict[str, Any]:
     return {**summary, "seconds": time.perf_counter() - t}
 
 
+#: leadlift's phases, timed by wrapping these functions in its child: (module, attribute, phase). Nested phases are
+#: timed inside the outer ones (SHAP and the predictor inside scoring).
+LEADLIFT_PHASES = (
+    ("pipelines.score", "load_batch", "read + check (big batch: split, check_part, spill)"),
+    ("pipelines.score", "score_part", "score (features, predict, SHAP, notes)"),
+    ("models.treeshap", "TreeShap.margin", "  of which the predictor"),
+    ("models.treeshap", "TreeShap.contributions", "  of which TreeSHAP"),
+    ("features.spec", "to_matrix", "  of which to_matrix"),
+    ("pipelines.score", "_Writer.write", "write scores"),
+)
+
+
+def _timed(phases: dict[str, float]) -> None:
+    """Wrap LEADLIFT_PHASES so that each adds its wall time to `phases` (generators: the time spent inside them)."""
+    import functools
+    import importlib
+    import inspect
+
+    for module_name, attr, phase in LEADLIFT_PHASES:
+        owner: Any = importlib.import_module(module_name)
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        fn = getattr(owner, name)
+
+        def wrap(fn: Any = fn, phase: str = phase) -> Any:
+            if inspect.isgeneratorfunction(fn):
+                @functools.wraps(fn)
+                def gen(*a: Any, **k: Any) -> Any:
+                    it = fn(*a, **k)
+                    while True:
+                        t = time.perf_counter()
+                        try:
+                            item = next(it)
+                        except StopIteration:
+                            phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t
+                            return
+                        phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t
+                        yield item
+                return gen
+
+            @functools.wraps(fn)
+            def call(*a: Any, **k: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t
+            return call
+
+        wrapped = wrap()
+        setattr(owner, name, wrapped)
+        if not path:  # a function: also where another module imported it by name (`from features.spec import ...`)
+            for module in list(sys.modules.values()):
+                if getattr(module, "__name__", "").startswith(("features.", "models.", "pipelines.")) \
+                        and getattr(module, name, None) is fn:
+                    setattr(module, name, wrapped)
+
+
 def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
     """`leadlift score` minus argument parsing: pipelines.score.score_file on the batch."""
     from rich.console import Console
 
-    from pipelines.score import score_file
+    import pipelines.score
+
+    phases: dict[str, float] = {}
+    _timed(phases)
+    score_file = pipelines.score.score_file
 
     manifest = json.loads((folder / "manifest.json").read_text())
     out = folder / "scored.parquet"
@@ -86,12 +152,14 @@ def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
     report = score_file(folder / "leads.parquet", out, events=folder / "events.parquet",
                         as_of=datetime.fromisoformat(manifest["as_of"]), quarantine=folder / "scored.quarantine.csv",
                         model=repo / "data" / "artifacts", console=Console(stderr=True, quiet=True))  # fmt: skip
-    return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - c, **report}
+    return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - c,
+            "phases": {phase: phases.get(phase, 0.0) for *_, phase in LEADLIFT_PHASES}, **report}
 
 
 def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
-    """The floor of the job: read + `build_features` + the bundle's raw score and calibrated decision + leadlift's
-    exact TreeSHAP on the SQL rows. No contract checks, no notes, no output: what no scorer can do without."""
+    """The floor of the job: read + `build_features` + the bundle's calibrated probability and decision + its exact
+    SHAP values on the SQL rows, by the same `Bundle` methods leadlift scores with. No contract checks, no notes, no
+    output, the whole batch at once: what no scorer can do without."""
     import numpy as np
     import polars as pl
 
@@ -99,7 +167,6 @@ def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     from features.schema import LEAD_ID
     from features.spec import to_matrix
     from models.bundle import SQL
-    from models.treeshap import TreeShap
     from pipelines.bundle import load_bundle
 
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -108,7 +175,7 @@ def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), _cpu()
     t = time.perf_counter()
     bundle = load_bundle(repo / "data" / "artifacts")
-    explainer = TreeShap.from_model_string(bundle.booster.model_to_string())
+    bundle.scorer.contributions(np.zeros((1, len(bundle.spec["features"]))))  # built once, as leadlift's first chunk
     spec = bundle.spec
     phases["load bundle"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -120,12 +187,12 @@ def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     X = to_matrix(feats, spec)
     phases["read + build_features + matrix"] = time.perf_counter() - t
     t = time.perf_counter()
-    p = bundle.calibrator.predict(explainer.margin(X))
+    p = bundle.probability(X)
     sql = np.flatnonzero(bundle.decide(p) == SQL)
-    phases["raw score + calibrated decision"] = time.perf_counter() - t
+    phases["calibrated probability + decision"] = time.perf_counter() - t
     t = time.perf_counter()
-    explainer.contributions(X[sql])
-    phases["exact TreeSHAP on the SQLs"] = time.perf_counter() - t
+    bundle.scorer.contributions(X[sql])
+    phases["exact SHAP on the SQLs"] = time.perf_counter() - t
     return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "phases": phases, "rows": leads.height,
             "sql": len(sql)}
 
@@ -215,8 +282,9 @@ def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
 
 def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
             script: Path | None = None) -> dict[str, Any]:
-    """Run this script (or `script`) as a child; return its JSON result plus its peak RSS (wait4) and wall time
-    incl. startup."""
+    """Run this script (or `script`) as a child; return its JSON result plus its peak RSS (wait4), wall time incl.
+    startup, and the 1-minute load average before and after it."""
+    load_before = os.getloadavg()[0]
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str((script or Path(__file__)).resolve()), *args], stdout=subprocess.PIPE,
                             text=True, cwd=cwd, env=env)  # fmt: skip
@@ -229,6 +297,8 @@ def measure(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | N
     result = json.loads(text.strip().splitlines()[-1])
     result["peak_rss_gb"] = usage.ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
     result["process_seconds"] = time.perf_counter() - t
+    result["process_cpu_seconds"] = usage.ru_utime + usage.ru_stime
+    result["load"] = (load_before, os.getloadavg()[0])
     return result
 
 
@@ -281,7 +351,9 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     peer = measure(["--child", "peer", "--dir", str(folder), "--repo", str(repo), "--version", str(version)],
                    cwd=repo, env={**env, **thread_env})  # fmt: skip
-    print(f"load average: {load:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)")
+    print(f"load average: {load:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores); per child "
+          + ", ".join(f"{name} {r['load'][0]:.1f} -> {r['load'][1]:.1f}"
+                      for name, r in (("leadlift", ours), ("floor", floor), ("peer", peer))))
     n = ours["scored"]
     print(
         f"leadlift score (pipelines.score.score_file): {ours['seconds']:8.2f} s wall, CPU {ours['cpu_seconds']:.1f} s, "
@@ -289,13 +361,16 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
         f"(child incl. startup {ours['process_seconds']:.1f} s); {ours['sql']:,} SQL with reasons + notes; "
         f"rows in {ours['rows_in']:,} = scored {ours['scored']:,} + quarantined {ours['quarantined']:,}"
     )
-    print(f"floor (read + features + predict + TreeSHAP on SQLs): {floor['seconds']:8.2f} s wall, "
+    for phase, secs in ours["phases"].items():
+        print(f"    leadlift {phase:<51} {secs:8.2f} s")
+    print(f"floor (read + features + predict + SHAP on SQLs): {floor['seconds']:8.2f} s wall, "
           f"CPU {floor['cpu_seconds']:.1f} s, {floor['rows'] / floor['seconds']:,.0f} leads/s, "
           f"peak RSS {floor['peak_rss_gb']:.2f} GB; {floor['sql']:,} SQL")
     for phase, secs in floor["phases"].items():
         print(f"    floor {phase:<47} {secs:8.2f} s")
     flag = " (includes an EXTRAPOLATED shap time)" if peer["shap_extrapolated"] else ""
     print(f"peer (MLflow pyfunc + shap.TreeExplainer):     {peer['seconds']:8.2f} s wall{flag}, "
+          f"CPU {peer['cpu_seconds_measured']:.1f} s, "
           f"{peer['rows'] / peer['seconds']:,.0f} leads/s, peak RSS {peer['peak_rss_gb']:.2f} GB "
           f"(child incl. startup {peer['process_seconds']:.1f} s); {peer['sql']:,} SQL")
     for phase, secs in peer["phases"].items():

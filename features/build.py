@@ -296,8 +296,8 @@ def _event_features(lead_t0: pl.LazyFrame, events: pl.LazyFrame, windows: Sequen
     One pass over the events: join each to its lead's t0, keep occurred_at < t0, and count per
     (lead, kind, age bucket) cell together with the youngest age (and the summed value, for kinds that carry one);
     the cell is packed into one integer key, which groups much faster than three columns. The cell table is small
-    and dense, so the rest is numpy arithmetic on a (lead, kind, bucket) array rather than ~90 filtered
-    aggregations (measured: 5x the floor vs 3x).
+    and dense, so the rest is numpy arithmetic on (kind, lead) arrays rather than ~90 filtered aggregations
+    (measured: 5x the floor vs 3x).
     """
     source = source or {}
     kinds = event_kinds(source)
@@ -328,8 +328,12 @@ def _event_features(lead_t0: pl.LazyFrame, events: pl.LazyFrame, windows: Sequen
         .select(key.alias("_key"), age.alias("_age"), *value)
         .group_by("_key")
         .agg(pl.len().alias("_n"), pl.col("_age").min().alias("_min_age"),
-             *([pl.col("_value").sum().alias("_value")] if has_value else []))
+             *([pl.col("_value").sort().alias("_value")] if has_value else []))
     )
+    if has_value:
+        # A float sum depends on the order it adds in, and the streaming group-by meets a cell's events in whatever
+        # order its threads deliver them: summed as a sorted list, the same events always give the same bits.
+        cells = cells.with_columns(pl.col("_value").list.sum())
     return cells.map_batches(
         lambda df: _dense_event_features(df, windows=wins, source=source),
         schema=_event_schema(wins, source),
@@ -351,7 +355,13 @@ def _event_schema(windows: list[int], source: Mapping[str, Any]) -> dict[str, pl
 
 
 def _dense_event_features(cells: pl.DataFrame, *, windows: list[int], source: Mapping[str, Any]) -> pl.DataFrame:
-    """Turn (key, n, min age[, value]) cells into one row of features per lead row number 0..max."""
+    """Turn (key, n, min age[, value]) cells into one row of features per lead row number 0..max.
+
+    Arrays are laid out (kind, row), so every feature column is one contiguous run that polars takes as it is. A
+    count within a window is one `bincount` over the cells young enough for it (no dense (row, kind, bucket) cube
+    and no cumulative sum over it: 3-4x faster at 1M leads), the youngest age one `minimum.at`. Summed values keep
+    the bucket-by-bucket running sum (floating-point order matters), over the valued kinds only.
+    """
     kinds = event_kinds(source)
     edges = _edges(windows)
     n_kinds, n_buckets = len(kinds), len(edges) + 1
@@ -359,46 +369,59 @@ def _dense_event_features(cells: pl.DataFrame, *, windows: list[int], source: Ma
     if cells.height == 0:
         return pl.DataFrame(schema=schema)
     key = cells["_key"].to_numpy()
-    n_rows = int(key.max()) // (n_kinds * n_buckets) + 1
-    counts = np.zeros(n_rows * n_kinds * n_buckets, dtype=np.int32)
-    counts[key] = cells["_n"].to_numpy()  # keys are unique: a plain scatter, no accumulation needed
-    within = counts.reshape(n_rows, n_kinds, n_buckets).cumsum(axis=2, dtype=np.int32)  # [.., b]: age <= edges[b]
-    del counts
+    row_kind = key // n_buckets  # row * n_kinds + kind
+    bucket = key - row_kind * n_buckets  # b: age in (edges[b-1], edges[b]] days; len(edges): older than every edge
+    row = row_kind // n_kinds
+    kind = row_kind - row * n_kinds
+    n_rows = int(row.max()) + 1
+    slot = kind * n_rows + row
+    del key, row_kind, row
+    n = cells["_n"].to_numpy()
+    at = {d: edges.index(d) for d in edges}
+
+    def within(days: int) -> np.ndarray:
+        """Events per (kind, row) at most `days` old."""
+        young = bucket <= at[days]
+        counts = np.bincount(slot[young], weights=n[young], minlength=n_kinds * n_rows)
+        return counts.astype(np.int32).reshape(n_kinds, n_rows)
+
+    by_edge = {d: within(d) for d in edges}
     never = np.iinfo(np.int64).max
-    ages = np.full(n_rows * n_kinds * n_buckets, never, dtype=np.int64)
-    ages[key] = cells["_min_age"].to_numpy()
-    youngest = ages.reshape(n_rows, n_kinds, n_buckets).min(axis=2)
-    del ages
+    youngest = np.full((n_kinds, n_rows), never, dtype=np.int64)
+    np.minimum.at(youngest.reshape(-1), slot, cells["_min_age"].to_numpy())  # a view: fills `youngest`
 
     def days(age_us: np.ndarray) -> np.ndarray:
         return np.where(age_us == never, np.nan, age_us / DAY_US)
 
     idx = {k: i for i, k in enumerate(kinds)}
-    at = {d: edges.index(d) for d in edges}
     cols: dict[str, np.ndarray] = {_ROW: np.arange(n_rows)}
     for k in kinds:
         for w in windows:
-            cols[count_name(k, w)] = within[:, idx[k], at[w]]
+            cols[count_name(k, w)] = by_edge[w][idx[k]]
     for k in kinds:
-        cols[recency_name(k)] = days(youngest[:, idx[k]])
+        cols[recency_name(k)] = days(youngest[idx[k]])
     valued = value_kinds(source)
     if valued:
-        sums = np.zeros(n_rows * n_kinds * n_buckets, dtype=np.float64)
+        position = {k: i for i, k in enumerate(valued)}
+        which = np.array([position.get(k, -1) for k in kinds])[kind]
+        sums = np.zeros((n_rows, len(valued), n_buckets), dtype=np.float64)
         if "_value" in cells.columns:
-            sums[key] = cells["_value"].fill_null(0.0).to_numpy()
-        summed = sums.reshape(n_rows, n_kinds, n_buckets).cumsum(axis=2)
+            mine = which >= 0
+            sums[slot[mine] - kind[mine] * n_rows, which[mine], bucket[mine]] = (
+                cells["_value"].fill_null(0.0).to_numpy()[mine])
+        summed = sums.cumsum(axis=2)  # bucket by bucket along the contiguous axis: the order the sums were defined in
         for k in valued:
             for w in windows:
-                cols[value_name(k, w)] = summed[:, idx[k], at[w]]
+                cols[value_name(k, w)] = np.ascontiguousarray(summed[:, position[k], at[w]])
     high = high_intent_kinds(source)
-    cols[HIGH_INTENT_RECENCY] = days(youngest[:, [idx[k] for k in high]].min(axis=1))
-    recent = within[:, :, at[VELOCITY_RECENT_DAYS]].sum(axis=1)
-    prior = within[:, :, at[VELOCITY_BASE_DAYS]].sum(axis=1) - recent
+    cols[HIGH_INTENT_RECENCY] = days(youngest[[idx[k] for k in high]].min(axis=0))
+    recent = by_edge[VELOCITY_RECENT_DAYS].sum(axis=0)
+    prior = by_edge[VELOCITY_BASE_DAYS].sum(axis=0) - recent
     cols[VELOCITY] = _velocity(recent, prior)
-    last90 = within[:, :, at[BREADTH_DAYS]]
-    cols[BREADTH] = (last90 > 0).sum(axis=1)
-    intent = last90[:, [idx[k] for k in sorted({*_PRODUCT_PAGES, *high})]].sum(axis=1)
-    cols[CAREERS_ONLY] = (last90[:, idx["page_careers"]] > 0) & (intent == 0)
+    last90 = by_edge[BREADTH_DAYS]
+    cols[BREADTH] = (last90 > 0).sum(axis=0)
+    intent = last90[[idx[k] for k in sorted({*_PRODUCT_PAGES, *high})]].sum(axis=0)
+    cols[CAREERS_ONLY] = (last90[idx["page_careers"]] > 0) & (intent == 0)
     frame = pl.DataFrame(cols)
     return frame.select(
         pl.col(name).cast(dtype).fill_nan(None) if dtype == pl.Float64 else pl.col(name).cast(dtype)

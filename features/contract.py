@@ -672,6 +672,39 @@ def merge_facts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def merge_table_facts(parts: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """`ContractResult.facts` of a batch from those of its disjoint parts: per table, the file, the columns it parses
+    and the merged summary (`merge_facts`), for `file_problems` and the newest timestamp."""
+    out: dict[str, dict[str, Any]] = {}
+    for table in TABLES:
+        found = [p[table] for p in parts if table in p]
+        if found:
+            out[table] = {"file": found[0]["file"], "parsed": found[0]["parsed"],
+                          "summary": merge_facts([f["summary"] for f in found])}
+    return out
+
+
+def merge_counts(parts: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per-table `counts` of a batch from those of its disjoint parts: every count, and every count by reason, adds
+    up."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for table, counted in part.items():
+            into = out.setdefault(table, {})
+            for key, value in counted.items():
+                if isinstance(value, Mapping):
+                    sums = into.setdefault(key, {})
+                    for k, n in value.items():
+                        sums[k] = sums.get(k, 0) + int(n)
+                else:
+                    into[key] = into.get(key, 0) + int(value)
+    for counted in out.values():
+        for key, value in counted.items():
+            if isinstance(value, dict):
+                counted[key] = dict(sorted(value.items()))
+    return out
+
+
 def file_problems(table: str, file: str | None, parsed: Mapping[str, Sequence[Any]], facts: Mapping[str, Any]) -> None:
     """`raise_on_file_problems` for a table known only by its (merged) facts and what `validate` said it parsed."""
     shape = {col: (str(name), bool(required)) for col, (name, required) in parsed.items()}

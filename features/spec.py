@@ -203,10 +203,31 @@ def input_gaps(leads: pl.DataFrame, spec: Mapping[str, Any], *, absent: Iterable
             unseen = int((values.is_not_null() & ~values.cast(pl.String).is_in(list(f["categories"]))).sum())
         gaps.append({
             "column": col, "feature": f["name"], "absent": col in absent, "missing": missing, "unseen": unseen,
-            "share": round((missing + unseen) / leads.height, 4) if leads.height else 0.0,
-            "train_share": float(f.get("missing_share", 0.0)),
+            "share": _gap_share(missing + unseen, leads.height), "train_share": float(f.get("missing_share", 0.0)),
         })
     return gaps
+
+
+def merge_gaps(parts: Sequence[Sequence[Mapping[str, Any]]], rows: int) -> list[dict[str, Any]]:
+    """`input_gaps` of a batch from those of its disjoint parts (every part's gaps list the same columns in the same
+    order), `rows` leads in all: the counts add up and the shares are taken over the whole batch.
+
+    Examples
+    --------
+    >>> part = [{"column": "tier", "feature": "tier", "absent": False, "missing": 1, "unseen": 0, "share": 0.5,
+    ...          "train_share": 0.1}]
+    >>> [(g["missing"], g["share"]) for g in merge_gaps([part, part, part], rows=5)]
+    [(3, 0.6)]
+    """
+    merged: list[dict[str, Any]] = []
+    for same in zip(*parts, strict=True):
+        missing, unseen = sum(int(g["missing"]) for g in same), sum(int(g["unseen"]) for g in same)
+        merged.append({**same[0], "missing": missing, "unseen": unseen, "share": _gap_share(missing + unseen, rows)})
+    return merged
+
+
+def _gap_share(gaps: int, rows: int) -> float:
+    return round(gaps / rows, 4) if rows else 0.0
 
 
 def _encode(feature: Mapping[str, Any]) -> pl.Expr:

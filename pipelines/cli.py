@@ -108,6 +108,9 @@ def score(
         str, typer.Option(help="Bundle folder or MLflow URI, e.g. models:/leadlift@champion.")
     ] = "data/artifacts",
     chunk_size: Annotated[int, typer.Option(help="Leads per chunk of feature, explanation and note work.")] = 50000,
+    partition_leads: Annotated[int | None, typer.Option(
+        min=1, help="Leads per partition of a big batch (default 100,000): memory stays that of one partition.")
+    ] = None,
     source: Annotated[Path | None, typer.Option(
         help="Source mapping: --leads and --events are a raw export, mapped by its leads and events sections.")] = None,
     event_source: Annotated[list[str] | None, typer.Option(
@@ -141,12 +144,13 @@ def score(
         console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined "
                       f"{report['quarantined']}; {report['sql']} SQL -> {report['scores']}", highlight=False)
         return
-    from pipelines.score import score_file, summary_line
+    from pipelines.score import PARTITION_LEADS, score_file, summary_line
 
     report = score_file(leads, out, events=events, as_of=as_of, quarantine=quarantine, model=model,
                         chunk_size=chunk_size, console=console, mapping=source,
                         event_sources=_name_paths(event_source), encoding=encoding, allow_missing=allow_missing,
-                        max_missing_share=max_missing_share, max_quarantine_share=max_quarantine_share)
+                        max_missing_share=max_missing_share, max_quarantine_share=max_quarantine_share,
+                        partition_leads=partition_leads or PARTITION_LEADS)
     console.print(f"{summary_line(report)} -> {out}", highlight=False)
 
 

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -22,8 +23,8 @@ import yaml
 from features.errors import BadInput
 
 __all__ = ["BadInput", "atomic_path", "atomic_paths", "csv_safe", "exit_codes", "frame_writer", "json_text",
-           "load_params", "read_frame", "read_json", "safe_message", "stage_args", "write_frame", "write_json",
-           "write_text"]
+           "load_params", "read_frame", "read_json", "safe_message", "scratch_dir", "stage_args", "write_frame",
+           "write_json", "write_text"]
 
 PARAMS_FILE = Path("params.yaml")
 #: Temporary files end with this, and carry their writer's pid: `.<name>.<pid>.<random>.leadlift-tmp`, so a later run
@@ -107,6 +108,35 @@ def atomic_paths(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
                     os.remove(tmp)
 
 
+@contextmanager
+def scratch_dir(beside: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `beside` (an output) for a run's intermediate files, such as the partitions of a big
+    batch: on the output's disk, which the user chose for big files, not in a /tmp that may be memory. It is named
+    like an `atomic_paths` temporary, so SIGTERM removes it and a later run writing the same output sweeps it up if a
+    SIGKILL left it behind; it is removed when the block ends, however it ends."""
+    target = Path(beside)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX))
+    temps = [folder]
+    with _removed_on_sigterm(temps):
+        try:
+            yield folder
+        finally:
+            _remove(folder)
+
+
+def _remove(path: str | Path) -> bool:
+    """Remove a temporary file or folder; False when it was already gone (another run removed it first)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _temp_beside(target: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=TEMP_SUFFIX)
     os.close(fd)
@@ -130,11 +160,8 @@ def remove_stale_temps(target: str | Path) -> list[Path]:
             continue
         pid = name[len(prefix):-len(TEMP_SUFFIX)].split(".", 1)[0]
         if pid.isdigit() and not _running(int(pid)):
-            try:
-                os.remove(target.parent / name)
+            if _remove(target.parent / name):  # a file, or a scratch folder (`scratch_dir`)
                 removed.append(target.parent / name)
-            except FileNotFoundError:
-                pass  # another run removed it first
     return removed
 
 
@@ -177,7 +204,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     for temps in _LIVE_TEMPS:
         for tmp in temps:
             try:
-                os.remove(tmp)
+                _remove(tmp)
             except OSError:
                 pass
     os.write(2, b"terminated: no output was replaced; temporary files removed\n")

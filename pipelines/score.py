@@ -6,15 +6,25 @@ read -> check -> features -> score -> write. The files are read exactly as `vali
 user allows it; the outputs (scores, quarantine and a score report JSON) are one transaction.
 
 Rows in = scored + quarantined, always. The same input gives byte-identical output. Features, explanations and notes
-are computed chunk by chunk and written to a temporary file that is renamed when complete; the input files are still
-read and checked whole, so memory grows with the batch (0.85 GB at 100k leads, 1.5 GB at 1M: benchmarks/bench_score.py).
+are computed chunk by chunk and written to a temporary file that is renamed when complete.
+
+Memory stays that of one partition, whatever the size of the batch. A batch of more than `PARTITION_LEADS` leads (or
+`PARTITION_EVENTS` events) is split once into partitions of consecutive leads file rows, each with the events of its
+leads (`split_batch`: every copy of a lead id in one partition, so the contract sees duplicates); each partition is
+checked by `check_part`, the function a Spark bucket runs, and its clean rows are kept in a scratch folder beside the
+output. The partitions' facts are then merged as Spark merges its buckets' (`features.contract.merge_table_facts`):
+file-level problems, counts, missing model inputs and the default as-of time (the newest clean timestamp) are those
+of the whole file, decided before anything is scored. Partitions are then scored in file order, so the output is
+written as it comes, in input order, byte for byte what one pass over the whole file writes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +41,7 @@ from features import contract as C
 from features.build import build_features
 from features.mapping import event_vocabulary
 from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT, utc
-from features.spec import input_gaps, to_matrix
+from features.spec import input_gaps, merge_gaps, to_matrix
 from models.bundle import MANIFEST, SQL, Bundle
 from models.handoff import build_notes, note_values
 from models.notes import NoteTemplates, compile_templates, notes_markdown
@@ -47,6 +57,7 @@ from pipelines.io import (
     json_text,
     load_params,
     safe_message,
+    scratch_dir,
     stage_args,
 )
 
@@ -62,6 +73,10 @@ AFTER_AS_OF = "created after the as-of time"
 #: training; `--allow-missing` scores it anyway. Warn from WARN_MISSING_EXCESS on.
 DEFAULT_MAX_MISSING_SHARE = 0.5
 WARN_MISSING_EXCESS = 0.05
+#: Leads per partition of a big batch. The benchmark's 100k batch is one partition, so a 1M batch peaks where it does.
+PARTITION_LEADS = 100_000
+#: Events per partition: a batch with many events per lead is cut finer.
+PARTITION_EVENTS = 1_000_000
 
 
 def source_of(bundle: Bundle) -> dict[str, Any]:
@@ -124,17 +139,32 @@ def plan_outputs(out: Path, quarantine: Path | None, *, inputs: Sequence[Path | 
 
 
 class _Writer:
-    """Append chunks to a Parquet or CSV file at a temporary path."""
+    """Append scored rows to a Parquet or CSV file at a temporary path, `rows` at a time: a Parquet row group holds
+    `rows` rows however the batch was partitioned, so the file's bytes do not depend on it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rows: int) -> None:
         self.path = path
         self.suffix = path.suffix.lower()
         if self.suffix not in OUT_EXTENSIONS:
             raise BadInput(path, f"unsupported output extension {self.suffix!r}; expected .parquet or .csv")
+        self.rows = rows
         self._pq: pq.ParquetWriter | None = None
         self._first = True
+        self._held: list[pl.DataFrame] = []
 
     def write(self, df: pl.DataFrame, tmp: Path) -> None:
+        self._held.append(df)
+        held = sum(f.height for f in self._held)
+        if held < self.rows:
+            return
+        # One Arrow chunk per row group, as one pass writes it: Parquet's pages follow the chunks.
+        rows = pl.concat(self._held, rechunk=True) if len(self._held) > 1 else self._held[0]
+        cut = held - held % self.rows
+        self._held = [rows.slice(cut)] if cut < held else []
+        for start in range(0, cut, self.rows):
+            self._write(rows.slice(start, self.rows), tmp)
+
+    def _write(self, df: pl.DataFrame, tmp: Path) -> None:
         if self.suffix == ".parquet":
             table = df.to_arrow()
             if self._pq is None:
@@ -146,6 +176,9 @@ class _Writer:
         self._first = False
 
     def close(self, tmp: Path) -> None:
+        if self._held:
+            self._write(pl.concat(self._held, rechunk=True), tmp)
+            self._held = []
         if self._pq is not None:
             self._pq.close()
         elif self.suffix == ".parquet":
@@ -171,28 +204,66 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class Loaded:
-    """A batch read and checked: the raw leads (rows in), input columns the file lacks (filled as missing), the
-    checked batch, the as-of time, the clean events (lazy), how each file was read, and whether events were given."""
+class Clean:
+    """The clean leads and events of one partition of a batch (of the whole batch when it is small): in memory, or
+    Arrow IPC files in a scratch folder."""
 
-    raw: pl.DataFrame
-    absent: list[str]
-    batch: Batch
+    leads: pl.DataFrame | Path
+    events: pl.DataFrame | Path | None
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        def read(kept: pl.DataFrame | Path | None) -> pl.DataFrame | None:
+            return pl.read_ipc(kept) if isinstance(kept, Path) else kept
+
+        leads = read(self.leads)
+        assert leads is not None
+        return leads, read(self.events)
+
+    def part(self, missing_optional: list[str], as_of: datetime) -> Part:
+        """The partition ready for `score_part`, features at `as_of` (the whole batch's)."""
+        leads, events = self.frames()
+        batch = Batch(leads, events, C.empty_quarantine(), None, {})
+        return Part(batch, missing_optional, as_of, _events_lazy(events))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A batch read and checked, whole or partition by partition: its clean rows (`parts`, in file order), the
+    quarantine, per-table counts, the as-of time, input columns the file lacks (filled as missing), how each file was
+    read, and whether events were given."""
+
+    parts: list[Clean]
+    quarantine: pl.DataFrame
+    counts: dict[str, dict[str, Any]]
     as_of: datetime
-    events: pl.LazyFrame
+    absent: list[str]
     read: dict[str, dict[str, Any]]
     events_given: bool
     #: Rows of the leads file: the raw leads, or for a raw export the mapped rows (rows a mapping's filter skipped
     #: are not rows of the batch).
     rows_in: int
+    #: Clean leads, to be scored.
+    scored: int
+    #: Missing model inputs of the clean leads (`features.spec.input_gaps`; empty when loaded without a spec).
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def scan_batch_table(table: str, path: Path, *, encoding: str | None = None) -> tuple[pl.LazyFrame, dict[str, Any]]:
+    """A canonical leads or events file, read as validate reads it (`pipelines.ingest.read_table`), lazily."""
+    facts: dict[str, Any] = {}
+    return read_table(canonical_spec(table, path, encoding=encoding), facts=facts), facts
 
 
 def read_batch_table(table: str, path: Path, *, encoding: str | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
     """A canonical leads or events file, read as validate reads it (`pipelines.ingest.read_table`)."""
-    facts: dict[str, Any] = {}
-    frame = read_table(canonical_spec(table, path, encoding=encoding), facts=facts)
+    frame, facts = scan_batch_table(table, path, encoding=encoding)
+    return _collect(frame, path), facts
+
+
+def _collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
+    """Collect a query that reads `path`; what polars cannot read there is bad input naming the file."""
     try:
-        return frame.collect(), facts
+        return frame.collect()
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as e:
         raise BadInput(path, f"cannot be read: {safe_message(e)}") from None
 
@@ -234,20 +305,258 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
 
 
 def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None, *,
-               encoding: str | None = None) -> Loaded:
+               encoding: str | None = None, spec: dict[str, Any] | None = None,
+               scratch: Callable[[], Path] | None = None, partition_leads: int = PARTITION_LEADS) -> Loaded:
     """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`); the check is
-    `check_part`, the same function a Spark bucket runs."""
-    raw, read_leads = read_batch_table("leads", leads_path, encoding=encoding)
+    `check_part`, the same function a Spark bucket runs. Given a `scratch` folder, a batch of more than
+    `partition_leads` leads (or ten times as many events) is checked partition by partition (`check_partitions`)
+    and its clean rows are kept there (`scratch()` makes the folder, only then); otherwise it is read and checked
+    whole, in memory. With the bundle's feature `spec`, the missing model inputs are counted as the rows go by."""
+    leads, read_leads = scan_batch_table("leads", leads_path, encoding=encoding)
     use_events = events is not None and source.get("has_events", True)
     read = {"leads": read_leads}
-    events_raw = None
+    scan = None
     if use_events:
         assert events is not None
-        events_raw, read["events"] = read_batch_table("events", events, encoding=encoding)
-    part = check_part(raw, events_raw, source, leads_file=leads_path, events_file=events if use_events else None,
-                      as_of=as_of)
-    return Loaded(raw, part.missing_optional, part.batch, part.as_of, part.events,
-                  {k: v for k, v in read.items() if v}, use_events, raw.height)
+        scan, read["events"] = scan_batch_table("events", events, encoding=encoding)
+    events_file = events if use_events else None
+    read = {k: v for k, v in read.items() if v}
+    if scratch is not None:
+        n_leads = _count(leads, leads_path)
+        n_events = _count(scan, events_file) if scan is not None and events_file is not None else 0
+        partitions = max(1, math.ceil(n_leads / partition_leads),
+                         math.ceil(n_events / (partition_leads * PARTITION_EVENTS // PARTITION_LEADS)))
+        if partitions > 1 and n_leads:
+            return check_partitions(leads, scan, source, leads_file=leads_path, events_file=events_file, as_of=as_of,
+                                    partitions=partitions, rows=(n_leads, n_events), scratch=scratch(), read=read,
+                                    spec=spec)
+    raw = _collect(leads, leads_path)
+    events_raw = _collect(scan, events_file) if scan is not None and events_file is not None else None
+    part = check_part(raw, events_raw, source, leads_file=leads_path, events_file=events_file, as_of=as_of)
+    batch = part.batch
+    return Loaded([Clean(batch.leads, batch.events)], batch.quarantine, batch.counts, part.as_of,
+                  part.missing_optional, read, use_events, raw.height, batch.leads.height,
+                  _gaps(batch.leads, spec, part.missing_optional))
+
+
+def _gaps(leads: pl.DataFrame, spec: dict[str, Any] | None, absent: list[str]) -> list[dict[str, Any]]:
+    return input_gaps(leads, spec, absent=absent) if spec is not None else []
+
+
+def _count(frame: pl.LazyFrame, path: Path) -> int:
+    return int(_collect(frame.select(pl.len()), path).item())
+
+
+# ---------------------------------------------------------------- a big batch, partition by partition
+
+_PART = "_part"
+_ID = "_id"
+_KEY = "_key"
+
+
+def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: dict[str, Any], *, leads_file: Path,
+                     events_file: Path | None, as_of: datetime | None, partitions: int, rows: tuple[int, int],
+                     scratch: Path, read: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> Loaded:
+    """`load_batch` for a batch too big to hold: split it once (`split_batch`), then check each partition with
+    `check_part` (the file-level checks left to the merged facts), keep its clean rows in `scratch`, and merge what
+    the partitions found into what the whole file holds. Every partition is checked against the same clock."""
+    now = datetime.now(UTC)
+    # Column-level problems (a missing column, a file unlike the bundle's) on zero rows, before any work, as Spark.
+    shape = check_part(_collect(leads.head(0), leads_file),
+                       _collect(events.head(0), events_file) if events is not None and events_file else None,
+                       source, leads_file=leads_file, events_file=events_file, as_of=as_of, now=now, file_checks=False)
+    raw = split_batch(leads, events, partitions=partitions, rows=rows, scratch=scratch, leads_file=leads_file,
+                      events_file=events_file)
+    parts: list[Clean] = []
+    quarantine: list[pl.DataFrame] = []
+    counts: list[dict[str, dict[str, Any]]] = []
+    facts: list[dict[str, dict[str, Any]]] = []
+    gaps: list[list[dict[str, Any]]] = []
+    for k in range(partitions):
+        lead_rows, event_rows = raw.read(k)
+        part = check_part(lead_rows, event_rows, source, leads_file=leads_file, events_file=events_file,
+                          as_of=as_of, now=now, file_checks=False)
+        batch = part.batch
+        quarantine.append(batch.quarantine)
+        counts.append(batch.counts)
+        facts.append(batch.facts)
+        gaps.append(_gaps(batch.leads, spec, shape.missing_optional))
+        kept = scratch / f"clean-leads-{k}.arrow"
+        batch.leads.write_ipc(kept)
+        kept_events = None
+        if batch.events is not None:
+            kept_events = scratch / f"clean-events-{k}.arrow"
+            batch.events.write_ipc(kept_events)
+        parts.append(Clean(kept, kept_events))
+        raw.remove(k)
+    merged = C.merge_table_facts(facts)
+    for table, f in merged.items():
+        C.file_problems(table, f["file"], f["parsed"], f["summary"])
+    newest = max((f["summary"]["max_timestamp"] for f in merged.values()
+                  if f["summary"].get("max_timestamp") is not None), default=None)
+    total = C.merge_counts(counts)
+    scored = int(total["leads"]["rows_out"])
+    return Loaded(parts, pl.concat(quarantine), total, decision_time(as_of, newest, now), shape.missing_optional,
+                  read, events is not None, rows[0], scored, merge_gaps(gaps, scored))
+
+
+@dataclass(frozen=True)
+class RawParts:
+    """The raw rows of a batch split into partitions: Arrow IPC files `<table>-<k>.arrow` in a scratch folder, every
+    row with its 1-based file row (`features.contract.ROW`). `split_batch` reads each file in order and appends, so
+    a partition's rows are in file order."""
+
+    folder: Path
+    leads_schema: pl.Schema
+    events_schema: pl.Schema | None
+
+    def read(self, k: int) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """Partition k's leads and events, each in file order."""
+        leads = self._read("leads", k, self.leads_schema)
+        assert leads is not None
+        return leads, self._read("events", k, self.events_schema)
+
+    def remove(self, k: int) -> None:
+        for table in ("leads", "events"):
+            (self.folder / f"{table}-{k}.arrow").unlink(missing_ok=True)
+
+    def _read(self, table: str, k: int, schema: pl.Schema | None) -> pl.DataFrame | None:
+        if schema is None:
+            return None
+        path = self.folder / f"{table}-{k}.arrow"
+        return pl.read_ipc(path) if path.exists() else pl.DataFrame(schema=schema)
+
+
+class _PartWriters:
+    """Append frames to the partition files of a `RawParts` folder, one Arrow IPC writer per table and partition."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._open: dict[tuple[str, int], pa.ipc.RecordBatchFileWriter] = {}
+
+    def write(self, table: str, frame: pl.DataFrame) -> None:
+        """Rows of `frame` to the partition in its `_PART` column."""
+        for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items():
+            arrow = rows.to_arrow()
+            writer = self._open.get((table, int(k)))
+            if writer is None:
+                writer = pa.ipc.new_file(str(self.folder / f"{table}-{k}.arrow"), arrow.schema)
+                self._open[(table, int(k))] = writer
+            writer.write_table(arrow)
+
+    def close(self) -> None:
+        for writer in self._open.values():
+            writer.close()
+        self._open.clear()
+
+
+def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions: int, rows: tuple[int, int],
+                scratch: Path, leads_file: Path, events_file: Path | None) -> RawParts:
+    """Split a batch into `partitions` partitions of consecutive leads file rows, each with its leads' events; every
+    row keeps its file row. Each file is read once, a slice at a time (`_in_order`).
+
+    All copies of a lead id go to one partition, so the contract finds duplicates as it does in a whole file: the
+    partition of the id's first copy not already set aside by the reader (a ragged CSV row), else of its first copy.
+    A clean lead is therefore always in the partition of its own row, and scoring the partitions in order writes the
+    leads in file order. Events go to their lead's partition (looked up by a 64-bit hash of the id, or by the id when
+    two ids of the file share a hash); an event whose lead is not in the file, or that has no id, goes to the
+    partition of its own position in the events file, where the contract quarantines it as one machine would.
+    """
+    numbered = _numbered(leads)
+    schema = numbered.collect_schema()
+    n_leads, n_events = rows
+    size = math.ceil(n_leads / partitions)
+    own = ((pl.col(C.ROW) - 1) // size).cast(pl.UInt32)
+    pending = pl.col(C.REASON).is_null() if C.REASON in schema else pl.lit(True)
+    ids = _collect(numbered.select(C.ROW, C.lead_id_expr(schema[LEAD_ID]).alias(_ID), own.alias(_PART),
+                                pending.alias("_pending")), leads_file).filter(pl.col(_ID).is_not_null())
+    hashed = ids[_ID].hash()
+    by_hash = hashed.n_unique() == ids[_ID].n_unique()  # no two ids of the file share a hash
+    ids = ids.with_columns(hashed.alias(_KEY)) if by_hash else ids.rename({_ID: _KEY})
+    repeated = ids.filter(pl.col(_KEY).is_duplicated())
+    home = repeated.group_by(_KEY).agg(pl.coalesce(pl.col(_PART).filter(pl.col("_pending")).min(), pl.col(_PART).min()))
+    homes = pl.concat([ids.filter(~pl.col(_KEY).is_duplicated()).select(_KEY, _PART), home])
+    moved = repeated.join(home, on=_KEY, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
+        C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
+    del ids, repeated, home
+    writers = _PartWriters(scratch)
+    try:
+        for frame in _in_order(leads, n_leads, size, "leads", leads_file):
+            frame = frame.with_columns(own.alias(_PART))
+            if moved.height:
+                frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
+                    pl.coalesce("_moved", _PART).alias(_PART)).drop("_moved")
+            writers.write("leads", frame)
+        events_schema = None
+        if events is not None and events_file is not None:
+            events_schema = _numbered(events).collect_schema()
+            lead_id = C.lead_id_expr(events_schema[LEAD_ID])
+            key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
+            step = max(1, math.ceil(n_events / partitions))
+            by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
+            for frame in _in_order(events, n_events, step, "events", events_file):
+                routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
+                writers.write("events", routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
+    finally:
+        writers.close()
+    return RawParts(scratch, schema, events_schema)
+
+
+def _numbered(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows with their 1-based file row (a reader that marked ragged CSV rows has numbered them already)."""
+    return frame if C.ROW in frame.collect_schema() else frame.with_row_index(C.ROW, offset=1)
+
+
+def _in_order(frame: pl.LazyFrame, rows: int, step: int, table: str, path: Path) -> Iterator[pl.DataFrame]:
+    """The rows of a file in file order with their file row (`_numbered`), about `step` at a time: slices of a
+    Parquet file (polars reads only their pages, where its streaming reader would decode every row group at once;
+    numbered after slicing, which polars cannot push a slice through), else polars' streaming batches."""
+    if canonical_spec(table, path).format == "parquet" and C.ROW not in frame.collect_schema():
+        for start, length in _slices([g.num_rows for g in _row_groups(path)], step):
+            yield _collect(frame.slice(start, length), path).with_row_index(C.ROW, offset=start + 1)
+        return
+    try:
+        yield from _numbered(frame).collect_batches(chunk_size=step)
+    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as e:
+        raise BadInput(path, f"cannot be read: {safe_message(e)}") from None
+
+
+def _row_groups(path: Path) -> list[pq.RowGroupMetaData]:
+    meta = pq.ParquetFile(path).metadata
+    return [meta.row_group(i) for i in range(meta.num_row_groups)]
+
+
+def _slices(groups: Sequence[int], step: int) -> list[tuple[int, int]]:
+    """(start, rows) of consecutive slices of a Parquet file whose row groups hold `groups` rows: about `step` rows
+    each, cut at row-group boundaries (a slice across a boundary decodes both groups), small groups taken together
+    and big ones cut in equal pieces.
+
+    >>> _slices([5, 5, 5, 5], 8)
+    [(0, 5), (5, 5), (10, 5), (15, 5)]
+    >>> _slices([3, 3, 3, 20], 8)
+    [(0, 6), (6, 3), (9, 10), (19, 10)]
+    """
+    out: list[tuple[int, int]] = []
+    start = taken = 0
+    for rows in groups:
+        if taken and taken + rows > step:
+            out.append((start, taken))
+            start, taken = start + taken, 0
+        if rows <= step:
+            taken += rows
+            continue
+        cut = math.ceil(rows / max(1, round(rows / step)))
+        out += [(start + offset, min(cut, rows - offset)) for offset in range(0, rows, cut)]
+        start += rows
+    if taken:
+        out.append((start, taken))
+    return out
+
+
+def _events_lazy(events: pl.DataFrame | None) -> pl.LazyFrame:
+    """Clean events as `score_part` takes them (none given: an empty table)."""
+    return events.lazy() if events is not None else pl.LazyFrame(
+        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
 
 
 def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_file: Path | None,
@@ -256,8 +565,8 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
     """What a batch would silently lose: (missing model inputs per column, warning lines, refusals). Refusals are
     raised unless the user allows missing inputs; a quarantined share above the maximum is always refused."""
     source = source_of(bundle)
-    counts = loaded.batch.counts
-    gaps = input_gaps(loaded.batch.leads, bundle.spec, absent=loaded.absent)
+    counts = loaded.counts
+    gaps = loaded.gaps
     warnings: list[str] = []
     refusals: list[BadInput] = []
     leads = counts["leads"]
@@ -270,7 +579,7 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
         excess = g["share"] - g["train_share"]
         if not g["absent"] and excess < WARN_MISSING_EXCESS:
             continue
-        n = loaded.batch.leads.height
+        n = loaded.scored
         what = (f"absent from the file (missing for all {n} leads)" if g["absent"] else
                 ", ".join(part for part in (f"missing for {g['missing']} of {n} leads" if g["missing"] else "",
                                             f"{g['unseen']} of {n} values the model never saw" if g["unseen"] else "")
@@ -360,9 +669,7 @@ def check_part(raw: pl.DataFrame, events: pl.DataFrame | None, source: dict[str,
     raw = raw.with_columns([pl.lit(None, dtype=pl.String).alias(c) for c in missing_optional])
     batch = check_batch(raw, events, source=source, leads_file=leads_file, events_file=events_file,
                         as_of=utc(as_of) if as_of else None, now=now, file_checks=file_checks)
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
-    return Part(batch, missing_optional, at or decision_time(as_of, batch.newest, now), ev)
+    return Part(batch, missing_optional, at or decision_time(as_of, batch.newest, now), _events_lazy(batch.events))
 
 
 def score_part(bundle: Bundle, part: Part, *, catalog: dict[str, Any], chunk_size: int) -> Iterator[pl.DataFrame]:
@@ -379,7 +686,7 @@ def score_part(bundle: Bundle, part: Part, *, catalog: dict[str, Any], chunk_siz
 
 def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, source: dict[str, Any],
                       as_of: datetime | None, event_sources: dict[str, Path] | None = None, *,
-                      encoding: str | None = None) -> Loaded:
+                      encoding: str | None = None, spec: dict[str, Any] | None = None) -> Loaded:
     """`load_batch` for raw export files: the mapping's leads and events sections first (`ingest.map_batch`: its
     reasons for bad rows, no target needed), then the same checks as a canonical batch. Row numbers and rows in
     stay those of the raw leads file."""
@@ -397,13 +704,11 @@ def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, sour
     counts = {"leads": _counts(bad, "leads", rows_in)}
     if use_events:
         counts["events"] = _counts(bad, "events", int(mapped.report["events"]["rows_in"]))
-    batch = Batch(batch.leads, batch.events, bad, batch.newest, counts)
     at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
-    ev = batch.events.lazy() if batch.events is not None else pl.LazyFrame(
-        schema={LEAD_ID: pl.String, OCCURRED_AT: pl.Datetime("us", "UTC"), EVENT_TYPE: pl.String})
     read = {t: mapped.report[t]["read"] for t in ("leads", "events")
             if isinstance(mapped.report.get(t), dict) and mapped.report[t].get("read")}
-    return Loaded(raw, absent, batch, at, ev, read, use_events, rows_in)
+    return Loaded([Clean(batch.leads, batch.events)], bad, counts, at, absent, read, use_events, rows_in,
+                  batch.leads.height, _gaps(batch.leads, spec, absent))
 
 
 def _counts(quarantine: pl.DataFrame, table: str, rows_in: int) -> dict[str, Any]:
@@ -419,19 +724,37 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
                console: Console | None = None, encoding: str | None = None, allow_missing: bool = False,
                max_missing_share: float = DEFAULT_MAX_MISSING_SHARE,
                max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE, mapping: Path | None = None,
-               event_sources: dict[str, Path] | None = None) -> dict[str, Any]:
+               event_sources: dict[str, Path] | None = None, partition_leads: int = PARTITION_LEADS
+               ) -> dict[str, Any]:
     """Score a batch file; write scores, the quarantine and the score report as one; return the report. With
-    `mapping`, the files are a raw export that the source mapping brings into the canonical form first."""
+    `mapping`, the files are a raw export that the source mapping brings into the canonical form first. A batch of
+    more than `partition_leads` leads is checked and scored partition by partition (the module docstring)."""
     console = console or Console(stderr=True)
     outputs = plan_outputs(out, quarantine, inputs=[leads_path, events, *(event_sources or {}).values()])
     bundle_dir = resolve_bundle_dir(model)
     bundle = load_bundle_dir(bundle_dir)
-    # read -> check
+    with ExitStack() as scratch_space:
+        def scratch() -> Path:
+            return scratch_space.enter_context(scratch_dir(outputs.out))
+
+        return _score(bundle, bundle_dir, outputs, leads_path=leads_path, events=events, as_of=as_of, model=model,
+                      chunk_size=chunk_size, console=console, encoding=encoding, allow_missing=allow_missing,
+                      max_missing_share=max_missing_share, max_quarantine_share=max_quarantine_share,
+                      mapping=mapping, event_sources=event_sources, scratch=scratch, partition_leads=partition_leads)
+
+
+def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Path, events: Path | None,
+           as_of: datetime | None, model: str | Path, chunk_size: int, console: Console, encoding: str | None,
+           allow_missing: bool, max_missing_share: float, max_quarantine_share: float, mapping: Path | None,
+           event_sources: dict[str, Path] | None, scratch: Callable[[], Path], partition_leads: int
+           ) -> dict[str, Any]:
+    """`score_file` once the outputs are planned and the bundle is loaded: read -> check -> decide -> score."""
     if mapping is not None:
         loaded = load_mapped_batch(mapping, leads_path, events, source_of(bundle), as_of, event_sources,
-                                   encoding=encoding)
+                                   encoding=encoding, spec=bundle.spec)
     else:
-        loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding)
+        loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding, spec=bundle.spec,
+                            scratch=scratch, partition_leads=partition_leads)
     gaps, warnings, refusals = batch_problems(loaded, bundle, leads_file=leads_path, events_file=events,
                                               max_missing_share=max_missing_share,
                                               max_quarantine_share=max_quarantine_share)
@@ -447,27 +770,27 @@ def score_file(leads_path: Path, out: Path, *, events: Path | None = None, as_of
         more = f" (and {len(refusals) - 1} more, see the warnings)" if len(refusals) > 1 else ""
         raise BadInput(first.file, f"{first.what}{more}; fix the input, or pass --allow-missing to score anyway",
                        column=first.column)
-    # features -> score -> write, as one transaction
-    batch, as_of_used = loaded.batch, loaded.as_of
-    leads = batch.leads
+    # features -> score -> write, as one transaction; partitions in file order, so rows come out in input order
     catalog = load_catalog()
-    writer = _Writer(outputs.out)
-    n_sql = 0
+    writer = _Writer(outputs.out, chunk_size)
+    n_sql = n_scored = 0
     with atomic_paths(outputs.quarantine, outputs.report, outputs.out) as (q_tmp, report_tmp, out_tmp), Progress(
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
             transient=True) as progress:
-        task = progress.add_task("score", total=leads.height)
-        for scored in score_part(bundle, Part(batch, loaded.absent, as_of_used, loaded.events), catalog=catalog,
-                                 chunk_size=chunk_size):
-            n_sql += int((scored["decision"] == SQL).sum())
-            writer.write(scored, out_tmp)
-            progress.advance(task, scored.height)
+        task = progress.add_task("score", total=loaded.scored)
+        for clean in loaded.parts:
+            for scored in score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
+                                     chunk_size=chunk_size):
+                n_sql += int((scored["decision"] == SQL).sum())
+                n_scored += scored.height
+                writer.write(scored, out_tmp)
+                progress.advance(task, scored.height)
         writer.close(out_tmp)
-        rejected = batch.quarantine.sort("table", "row")
+        rejected = loaded.quarantine.sort("table", "row")
         frame_writer(outputs.quarantine)(rejected, q_tmp)
         n_quarantined = int((rejected["table"] == "leads").sum())
-        if loaded.rows_in != leads.height + n_quarantined:
-            raise RuntimeError(f"reconciliation failed: {loaded.rows_in} rows in, {leads.height} scored, "
+        if loaded.rows_in != n_scored + n_quarantined or n_scored != loaded.scored:
+            raise RuntimeError(f"reconciliation failed: {loaded.rows_in} rows in, {n_scored} scored, "
                                f"{n_quarantined} quarantined")
         report = _report(loaded, outputs, n_sql=n_sql, n_quarantined=n_quarantined, gaps=gaps, warnings=warnings,
                          leads_file=leads_path, events_file=events, model=model, bundle_dir=bundle_dir,
@@ -481,11 +804,11 @@ def _report(loaded: Loaded, outputs: Outputs, *, n_sql: int, n_quarantined: int,
             allow_missing: bool, max_missing_share: float) -> dict[str, Any]:
     """The score report (`<out stem>.report.json`): the reconciliation, quarantined rows by reason for each table,
     missing model inputs, the warnings printed, and how each file was read."""
-    counts = loaded.batch.counts
+    counts = loaded.counts
     events = counts.get("events")
     return {
         "rows_in": loaded.rows_in,
-        "scored": loaded.batch.leads.height,
+        "scored": loaded.scored,
         "quarantined": n_quarantined,
         "sql": n_sql,
         "leads": {"file": str(leads_file), **counts["leads"], **_read_facts(loaded, "leads")},
@@ -529,10 +852,12 @@ def explain_file(leads_path: Path, *, events: Path | None, as_of: datetime | Non
     """Markdown handoff notes for the given leads (all by default), whatever their decision."""
     bundle = load_bundle(model)
     loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding)
-    leads = loaded.batch.leads
+    (clean,) = loaded.parts  # read and checked whole
+    leads, checked_events = clean.frames()
     if lead_ids:
         leads = leads.filter(pl.col(LEAD_ID).is_in(lead_ids))
-    notes = note_frame_for_leads(bundle, leads, loaded.events, as_of=loaded.as_of, catalog=load_catalog())
+    notes = note_frame_for_leads(bundle, leads, _events_lazy(checked_events), as_of=loaded.as_of,
+                                 catalog=load_catalog())
     yield from notes_markdown(notes)
 
 

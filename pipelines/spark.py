@@ -286,18 +286,14 @@ def _iso(obj: Any) -> Any:
 
 
 def merged_facts(rows: list[str]) -> dict[str, dict[str, Any]]:
-    """Per table: file, parsed columns and the summary facts of all buckets merged, as one machine's contract has."""
+    """Per table: file, parsed columns and the summary facts of all buckets merged, as one machine's contract has
+    (`features.contract.merge_table_facts`, as `leadlift score` merges its partitions)."""
     parts = [json.loads(r) for r in rows]
-    out: dict[str, dict[str, Any]] = {}
-    for table in C.TABLES:
-        found = [p[table] for p in parts if table in p]
-        if not found:
-            continue
-        merged = C.merge_facts([f["summary"] for f in found])
-        if merged.get("max_timestamp") is not None:
-            merged["max_timestamp"] = datetime.fromisoformat(merged["max_timestamp"])
-        out[table] = {"file": found[0]["file"], "parsed": found[0]["parsed"], "summary": merged}
-    return out
+    for part in parts:
+        for facts in part.values():
+            if facts["summary"].get("max_timestamp") is not None:
+                facts["summary"]["max_timestamp"] = datetime.fromisoformat(facts["summary"]["max_timestamp"])
+    return C.merge_table_facts(parts)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from features.build import (
     recency_name,
     time_split,
 )
-from features.schema import EVENT_TYPES, GROUPS, TS
+from features.schema import EVENT_TYPES, GROUPS, HIGH_INTENT_EVENTS, TS
 from features.spec import categorical_indices, check_compatible, feature_names, make_spec, to_matrix
 from pipelines.featurize import featurize
 
@@ -149,6 +149,71 @@ def test_lead_without_events_gets_zero_counts_and_null_recency(feats: pl.DataFra
     assert all(c[name] == 0 for name in counts)
     assert all(c[recency_name(k)] is None for k in (*EVENT_TYPES, "other"))
     assert c[HIGH_INTENT_RECENCY] is None
+
+
+def random_valued_batch(seed: int, leads: int = 400, events: int = 12_000) -> tuple[pl.LazyFrame, pl.LazyFrame,
+                                                                                      dict[str, Any]]:
+    """Leads created over 200 days and events over 400 days (some on exact window edges, some after t0, some for an
+    unknown lead, some without a value), two declared kinds that carry a value, one of them high intent."""
+    rng = np.random.default_rng(seed)
+    ids = [f"L{i}" for i in range(leads)]
+    start = datetime(2024, 9, 1, tzinfo=UTC)
+    created = [start + timedelta(days=100, hours=int(h)) for h in rng.integers(0, 24 * 200, leads)]
+    lead_of = rng.integers(0, leads + 1, events)  # leads + 1: a lead nobody knows
+    at = [start + timedelta(seconds=int(x)) for x in rng.integers(0, 86400 * 400, events)]
+    edge = rng.random(events) < 0.05  # exactly 1, 7, 30 or 90 days before t0
+    at = [created[j] + timedelta(days=OBS - int(rng.choice([1, 7, 30, 90]))) if e and j < leads else a
+          for a, e, j in zip(at, edge, lead_of.tolist(), strict=True)]
+    kinds = ["page_pricing", "call_connected", "campaign_member", "email_open", "page_careers", "webinar", "weird"]
+    values = np.where(rng.random(events) < 0.2, np.nan, rng.normal(100, 50, events))
+    source: dict[str, Any] = {"name": "random", "has_events": True, "categorical": {}, "numeric": {}, "event_types": {
+        "call_connected": {"group": "calls", "description": "Calls", "high_intent": True,
+                           "value": {"description": "Seconds", "unit": "seconds"}},
+        "campaign_member": {"group": "campaigns", "description": "Campaigns",
+                            "value": {"description": "Spend", "unit": "EUR"}}}}
+    return (pl.LazyFrame({"lead_id": ids, "created_at": created}, schema_overrides={"created_at": TS}),
+            pl.LazyFrame({"lead_id": [ids[j] if j < leads else "ghost" for j in lead_of.tolist()], "occurred_at": at,
+                          "event_type": rng.choice(kinds, events).tolist(), "value": values},
+                         schema_overrides={"occurred_at": TS}),
+            source)
+
+
+def test_event_features_equal_a_recount_of_each_leads_events_before_t0() -> None:
+    """The vectorised features against their definition, lead by lead: counts, values, recency, velocity, breadth."""
+    leads, events, source = random_valued_batch(seed=3)
+    windows = [1, 7, 14, 30, 90]
+    out = build_features(leads, events, source, observation_days=OBS, windows=windows).collect()
+    ev = events.collect()
+    day = 86400.0
+    for lead in out.sample(60, seed=1).iter_rows(named=True):
+        t0 = lead["t0"]
+        mine = [(str(k), (t0 - at).total_seconds() / day, v) for k, at, v in ev.filter(
+            (pl.col("lead_id") == lead["lead_id"]) & (pl.col("occurred_at") < t0)).select(
+            pl.col("event_type").replace_strict(["weird"], ["other"], default=pl.col("event_type")), "occurred_at",
+            "value").iter_rows()]
+        for kind in ("page_pricing", "call_connected", "campaign_member", "other"):
+            ages = [a for k, a, _ in mine if k == kind]
+            for w in windows:
+                assert lead[count_name(kind, w)] == sum(a <= w for a in ages), (kind, w)
+            assert lead[recency_name(kind)] == (pytest.approx(min(ages), rel=1e-12) if ages else None)
+        for kind in ("call_connected", "campaign_member"):
+            for w in windows:
+                total = sum(v for k, a, v in mine if k == kind and a <= w and not np.isnan(v))
+                assert lead[f"{kind}_value_{w}d"] == pytest.approx(total, rel=1e-12, abs=1e-9)
+        recent = sum(a <= 7 for _, a, _ in mine)
+        prior = sum(7 < a <= 30 for _, a, _ in mine)
+        assert lead[VELOCITY] == pytest.approx((recent + 1.0) / (prior * 7 / 23 + 1.0), rel=1e-12)
+        assert lead[BREADTH] == len({k for k, a, _ in mine if a <= 90})
+        high = [a for k, a, _ in mine if k in (*HIGH_INTENT_EVENTS, "call_connected")]  # declared high intent
+        assert lead[HIGH_INTENT_RECENCY] == (pytest.approx(min(high), rel=1e-12) if high else None)
+
+
+def test_summed_event_values_are_the_same_bits_run_after_run() -> None:
+    """A float sum depends on the order it adds in; the parallel group-by must not decide it."""
+    leads, events, source = random_valued_batch(seed=5, leads=50, events=60_000)
+    runs = [build_features(leads, events, source, observation_days=OBS, windows=[7, 30, 365]).collect()
+            for _ in range(4)]
+    assert all(run.equals(runs[0]) for run in runs[1:])
 
 
 def test_firmographics_seniority_and_student_flag(feats: pl.DataFrame) -> None:

@@ -238,6 +238,24 @@ def test_deep_leaves_computed_without_tables_match_pred_contrib(monkeypatch: pyt
     assert np.abs(ts.contributions(X[:400]) - theirs).max() <= TOL
 
 
+@pytest.mark.parametrize("slot_depth", [0, 3])
+def test_shares_looked_up_per_slot_are_the_bits_of_shares_computed_per_row(slot_depth: int,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small leaves read each feature's share from a per-pattern table; without those tables (0), or with them for
+    some leaves only (3), every double is the same, and all match pred_contrib."""
+    X, y = _categorical_data(seed=29)
+    booster = _train(X, y, categorical=[1, 2], num_leaves=31, max_depth=-1, rounds=40)
+    X = X[:600]
+    default = TreeShap.from_booster(booster)
+    assert (default.slot_table_off >= 0).sum() > 0
+    monkeypatch.setattr(treeshap, "SLOT_TABLE_MAX_DEPTH", slot_depth)
+    other = TreeShap.from_booster(booster)
+    with_slots = (other.slot_table_off >= 0).sum()
+    assert with_slots == 0 if slot_depth == 0 else 0 < with_slots < (other.lf_mode == 0).sum()
+    np.testing.assert_array_equal(other.contributions(X), default.contributions(X))
+    assert np.abs(default.contributions(X) - booster.predict(X, pred_contrib=True)).max() <= TOL
+
+
 def test_leaf_with_zero_data_count_stays_finite_and_additive() -> None:
     """A zero cover fraction rules out the table's division by z; the polynomial path must take over.
 
@@ -311,6 +329,29 @@ def test_margin_is_lightgbms_raw_prediction_bit_for_bit(case: str) -> None:
     X = _odd_numeric_rows(X) if X.shape[1] == 6 else X
     ours = TreeShap.from_model_string(booster.model_to_string()).margin(X)
     np.testing.assert_array_equal(ours, booster.predict(X, raw_score=True))
+
+
+@pytest.mark.parametrize("case", ["nans", "categorical", "zero_as_missing"])
+def test_trees_walked_row_by_row_predict_the_same_bits_as_swept_ones(case: str, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    """Trees past `_SWEEP_MAX_NODES` are walked instead of swept; both paths give LightGBM's doubles."""
+    if case == "categorical":
+        X, y = _categorical_data(seed=5)
+        booster = _train(X, y, rounds=40, categorical=[1, 2], num_leaves=63)
+        X = np.vstack([X, [[0.0, -1.0, 99.0, 0.5], [0.0, np.nan, -0.5, np.nan], [0.0, 35.0, 33.9, 0.0]]])
+    else:
+        X, y = _numeric_with_nans(seed=9)
+        X[::5, 2] = 0.0
+        booster = _train(X, y, rounds=40, num_leaves=63, **({"zero_as_missing": True} if case != "nans" else {}))
+        X = _odd_numeric_rows(X)
+    explainer = TreeShap.from_model_string(booster.model_to_string())
+    swept = explainer.margin(X)
+    monkeypatch.setattr(treeshap, "_SWEEP_MAX_NODES", 8)  # every tree here has more internal nodes: all walked
+    assert int(explainer.tree_n_int.min()) > 8
+    walked = explainer.margin(X)
+    expected = booster.predict(X, raw_score=True)
+    np.testing.assert_array_equal(swept, expected)
+    np.testing.assert_array_equal(walked, expected)
 
 
 def test_predicting_and_explaining_never_import_lightgbm() -> None:
