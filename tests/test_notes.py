@@ -292,7 +292,7 @@ def test_explain_and_score_write_what_the_reference_renderer_writes(pipeline_rep
     from pipelines.bundle import load_bundle
     from pipelines.explain import who_and_contact
     from pipelines.io import write_frame
-    from pipelines.score import OUTPUT_SCHEMA, load_batch, source_of
+    from pipelines.score import OUTPUT_SCHEMA, _events_lazy, load_batch, source_of
 
     data = pipeline_repo / "data"
     bundle = load_bundle(data / "artifacts")
@@ -318,9 +318,12 @@ def test_explain_and_score_write_what_the_reference_renderer_writes(pipeline_rep
 
     scored = pl.read_parquet(data / "scores" / "scores.parquet")
     loaded = load_batch(data / "new" / "leads.parquet", data / "new" / "events.parquet", source_of(bundle), None)
-    leads, source = loaded.batch.leads, source_of(bundle)
-    feats = build_features(leads.lazy(), loaded.events, source, observation_days=int(bundle.spec["observation_days"]),
-                           windows=bundle.spec["windows"], as_of=loaded.as_of).collect()
+    (clean,) = loaded.parts  # a small batch is read and checked whole
+    leads, events = clean.frames()
+    source = source_of(bundle)
+    feats = build_features(leads.lazy(), _events_lazy(events), source,
+                           observation_days=int(bundle.spec["observation_days"]), windows=bundle.spec["windows"],
+                           as_of=loaded.as_of).collect()
     feats = leads.select("lead_id").join(feats, on="lead_id", how="left", maintain_order="left")
     X = to_matrix(feats, bundle.spec)
     sql = np.flatnonzero(bundle.decide(bundle.probability(X)) == SQL)
