@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,7 +142,9 @@ def plan_outputs(out: Path, quarantine: Path | None, *, inputs: Sequence[Path | 
 
 class _Writer:
     """Append scored rows to a Parquet or CSV file at a temporary path, `rows` at a time: a Parquet row group holds
-    `rows` rows however the batch was partitioned, so the file's bytes do not depend on it."""
+    `rows` rows however the batch was partitioned, so the file's bytes do not depend on it. Each row group is
+    encoded and written on a background thread (Arrow releases the GIL) while the next chunk is scored; one at a
+    time, in order, so memory holds at most one chunk in flight."""
 
     def __init__(self, path: Path, rows: int) -> None:
         self.path = path
@@ -151,6 +155,14 @@ class _Writer:
         self._pq: pq.ParquetWriter | None = None
         self._first = True
         self._held: list[pl.DataFrame] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadlift-writer")
+        self._pending: Future[None] | None = None
+
+    def _wait(self) -> None:
+        """Wait for the row group in flight; its error, if any, is raised here."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def write(self, df: pl.DataFrame, tmp: Path) -> None:
         self._held.append(df)
@@ -162,7 +174,8 @@ class _Writer:
         cut = held - held % self.rows
         self._held = [rows.slice(cut)] if cut < held else []
         for start in range(0, cut, self.rows):
-            self._write(rows.slice(start, self.rows), tmp)
+            self._wait()
+            self._pending = self._pool.submit(self._write, rows.slice(start, self.rows), tmp)
 
     def _write(self, df: pl.DataFrame, tmp: Path) -> None:
         if self.suffix == ".parquet":
@@ -176,6 +189,10 @@ class _Writer:
         self._first = False
 
     def close(self, tmp: Path) -> None:
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
         if self._held:
             self._write(pl.concat(self._held, rechunk=True), tmp)
             self._held = []
@@ -605,6 +622,35 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
     return gaps, warnings, refusals
 
 
+def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chunk_size: int
+                 ) -> Iterator[pl.DataFrame]:
+    """Every part of a loaded batch scored (`score_part`), chunk by chunk, in file order. Partitions are scored two
+    at a time on a machine with two cores or more (features, predictor, TreeSHAP and much of the notes run in
+    polars, numpy and numba, which release the GIL), and handed on in order; one at a time otherwise."""
+    def whole(clean: Clean) -> list[pl.DataFrame]:
+        return list(score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
+                               chunk_size=chunk_size))
+
+    workers = min(2, len(os.sched_getaffinity(0)), len(loaded.parts))
+    if workers < 2:
+        for clean in loaded.parts:
+            yield from score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
+                                  chunk_size=chunk_size)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadlift-score") as pool:
+        waiting: deque[Future[list[pl.DataFrame]]] = deque()
+        try:
+            for clean in loaded.parts:
+                waiting.append(pool.submit(whole, clean))
+                if len(waiting) >= workers:
+                    yield from waiting.popleft().result()
+            while waiting:
+                yield from waiting.popleft().result()
+        finally:
+            for future in waiting:
+                future.cancel()
+
+
 # ---------------------------------------------------------------- features, score, notes
 
 
@@ -778,13 +824,11 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
             transient=True) as progress:
         task = progress.add_task("score", total=loaded.scored)
-        for clean in loaded.parts:
-            for scored in score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
-                                     chunk_size=chunk_size):
-                n_sql += int((scored["decision"] == SQL).sum())
-                n_scored += scored.height
-                writer.write(scored, out_tmp)
-                progress.advance(task, scored.height)
+        for scored in scored_parts(bundle, loaded, catalog=catalog, chunk_size=chunk_size):
+            n_sql += int((scored["decision"] == SQL).sum())
+            n_scored += scored.height
+            writer.write(scored, out_tmp)
+            progress.advance(task, scored.height)
         writer.close(out_tmp)
         rejected = loaded.quarantine.sort("table", "row")
         frame_writer(outputs.quarantine)(rejected, q_tmp)
