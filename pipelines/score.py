@@ -9,13 +9,15 @@ Rows in = scored + quarantined, always. The same input gives byte-identical outp
 are computed chunk by chunk and written to a temporary file that is renamed when complete.
 
 Memory stays that of one partition, whatever the size of the batch. A batch of more than `PARTITION_LEADS` leads (or
-`PARTITION_EVENTS` events) is split once into partitions of consecutive leads file rows, each with the events of its
-leads (`split_batch`: every copy of a lead id in one partition, so the contract sees duplicates); each partition is
-checked by `check_part`, the function a Spark bucket runs, and its clean rows are kept in a scratch folder beside the
-output. The partitions' facts are then merged as Spark merges its buckets' (`features.contract.merge_table_facts`):
-file-level problems, counts, missing model inputs and the default as-of time (the newest clean timestamp) are those
-of the whole file, decided before anything is scored. Partitions are then scored in file order, so the output is
-written as it comes, in input order, byte for byte what one pass over the whole file writes.
+`PARTITION_EVENTS` events) is split once into partitions of consecutive leads file rows (halves of that size on a
+machine with two cores or more, where two partitions are scored at a time, in chunks of half the size), each with the
+events of its leads (`split_batch`: every copy of a lead id in one partition, so the contract sees duplicates); each
+partition is checked by `check_part`, the function a Spark bucket runs, and its clean rows are kept in a scratch
+folder beside the output. The partitions' facts are then merged as Spark merges its buckets'
+(`features.contract.merge_table_facts`): file-level problems, counts, missing model inputs and the default as-of time
+(the newest clean timestamp) are those of the whole file, decided before anything is scored. Partitions are then
+scored and handed on in file order, so the output is written as it comes, in input order, byte for byte what one pass
+over the whole file writes.
 """
 
 from __future__ import annotations
@@ -344,6 +346,7 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
         partitions = max(1, math.ceil(n_leads / partition_leads),
                          math.ceil(n_events / (partition_leads * PARTITION_EVENTS // PARTITION_LEADS)))
         if partitions > 1 and n_leads:
+            partitions *= score_workers()  # scored that many at a time (`scored_parts`): the same memory in all
             return check_partitions(leads, scan, source, leads_file=leads_path, events_file=events_file, as_of=as_of,
                                     partitions=partitions, rows=(n_leads, n_events), scratch=scratch(), read=read,
                                     spec=spec)
@@ -622,16 +625,22 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
     return gaps, warnings, refusals
 
 
+def score_workers() -> int:
+    """Partitions scored at a time: two on a machine with two cores or more, else one."""
+    return min(2, len(os.sched_getaffinity(0)))
+
+
 def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chunk_size: int
                  ) -> Iterator[pl.DataFrame]:
     """Every part of a loaded batch scored (`score_part`), chunk by chunk, in file order. Partitions are scored two
     at a time on a machine with two cores or more (features, predictor, TreeSHAP and much of the notes run in
     polars, numpy and numba, which release the GIL), and handed on in order; one at a time otherwise."""
-    def whole(clean: Clean) -> list[pl.DataFrame]:
-        return list(score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
-                               chunk_size=chunk_size))
+    workers = min(score_workers(), len(loaded.parts))
 
-    workers = min(2, len(os.sched_getaffinity(0)), len(loaded.parts))
+    def whole(clean: Clean) -> list[pl.DataFrame]:  # chunks 1/workers the size: the same memory in all
+        return list(score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
+                               chunk_size=max(1, chunk_size // workers)))
+
     if workers < 2:
         for clean in loaded.parts:
             yield from score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
