@@ -392,23 +392,30 @@ def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: d
     counts: list[dict[str, dict[str, Any]]] = []
     facts: list[dict[str, dict[str, Any]]] = []
     gaps: list[list[dict[str, Any]]] = []
-    for k in range(partitions):
+
+    def check_one(k: int) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any], list[dict[str, Any]], Clean]:
+        """Partition k checked, its clean rows kept in scratch: what the merge needs, not the rows."""
         lead_rows, event_rows = raw.read(k)
-        part = check_part(lead_rows, event_rows, source, leads_file=leads_file, events_file=events_file,
-                          as_of=as_of, now=now, file_checks=False)
-        batch = part.batch
-        quarantine.append(batch.quarantine)
-        counts.append(batch.counts)
-        facts.append(batch.facts)
-        gaps.append(_gaps(batch.leads, spec, shape.missing_optional))
+        batch = check_part(lead_rows, event_rows, source, leads_file=leads_file, events_file=events_file,
+                           as_of=as_of, now=now, file_checks=False).batch
         kept = scratch / f"clean-leads-{k}.arrow"
         batch.leads.write_ipc(kept)
         kept_events = None
         if batch.events is not None:
             kept_events = scratch / f"clean-events-{k}.arrow"
             batch.events.write_ipc(kept_events)
-        parts.append(Clean(kept, kept_events))
         raw.remove(k)
+        return (batch.quarantine, batch.counts, batch.facts, _gaps(batch.leads, spec, shape.missing_optional),
+                Clean(kept, kept_events))
+
+    # as many partitions at a time as are scored at a time; their findings are gathered in partition order
+    with ThreadPoolExecutor(max_workers=score_workers(), thread_name_prefix="leadlift-check") as pool:
+        for rejected, counted, found, missing, clean in pool.map(check_one, range(partitions)):
+            quarantine.append(rejected)
+            counts.append(counted)
+            facts.append(found)
+            gaps.append(missing)
+            parts.append(clean)
     merged = C.merge_table_facts(facts)
     for table, f in merged.items():
         C.file_problems(table, f["file"], f["parsed"], f["summary"])
