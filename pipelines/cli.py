@@ -140,7 +140,9 @@ def score(
         if source is not None or event_source:
             raise BadInput(source, "--engine spark scores canonical Parquet; map a raw export with ingest first")
         report = run_score(session(master), str(leads), str(out), events=str(events) if events else None,
-                           model=model, as_of=as_of, buckets=buckets, chunk_size=chunk_size)
+                           model=model, as_of=as_of, buckets=buckets, chunk_size=chunk_size,
+                           allow_missing=allow_missing, max_missing_share=max_missing_share,
+                           max_quarantine_share=max_quarantine_share, console=console)
         console.print(f"rows in {report['rows_in']} = scored {report['scored']} + quarantined "
                       f"{report['quarantined']}; {report['sql']} SQL -> {report['scores']}", highlight=False)
         return

@@ -632,6 +632,20 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
     return gaps, warnings, refusals
 
 
+def warn_or_refuse(warnings: list[str], refusals: list[BadInput], *, allow_missing: bool, console: Console) -> None:
+    """Print `batch_problems`' warnings, then raise its first refusal unless missing inputs are allowed (both
+    engines: what one machine refuses, Spark refuses on its driver before scoring)."""
+    refused = refusals and not allow_missing
+    for line in warnings:
+        if not (refused and any(r.what.startswith(line) for r in refusals)):  # the refusal itself says it
+            console.print(f"[yellow]warning:[/] {line}", highlight=False)
+    if refused:
+        first = refusals[0]
+        more = f" (and {len(refusals) - 1} more, see the warnings)" if len(refusals) > 1 else ""
+        raise BadInput(first.file, f"{first.what}{more}; fix the input, or pass --allow-missing to score anyway",
+                       column=first.column)
+
+
 def score_workers() -> int:
     """Partitions scored at a time: two on a machine with two cores or more, else one."""
     return min(2, len(os.sched_getaffinity(0)))
@@ -823,15 +837,7 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
     if not (bundle_dir / MANIFEST).exists():
         warnings.append(f"the bundle {bundle_dir} has no {MANIFEST}: its files cannot be checked for truncation or "
                         "change (re-run calibrate to seal it)")
-    refused = refusals and not allow_missing
-    for line in warnings:
-        if not (refused and any(r.what.startswith(line) for r in refusals)):  # the refusal itself says it
-            console.print(f"[yellow]warning:[/] {line}", highlight=False)
-    if refused:
-        first = refusals[0]
-        more = f" (and {len(refusals) - 1} more, see the warnings)" if len(refusals) > 1 else ""
-        raise BadInput(first.file, f"{first.what}{more}; fix the input, or pass --allow-missing to score anyway",
-                       column=first.column)
+    warn_or_refuse(warnings, refusals, allow_missing=allow_missing, console=console)
     # features -> score -> write, as one transaction; partitions in file order, so rows come out in input order
     catalog = load_catalog()
     writer = _Writer(outputs.out, chunk_size)

@@ -42,10 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
+from rich.console import Console
 
 from features import contract as C
 from features.build import SPLIT, split_expr, split_member
 from features.schema import CONVERTED, CONVERTED_AT, CREATED_AT, EVENTS_SCHEMA, LEAD_ID, OCCURRED_AT, T0
+from features.spec import input_gaps, merge_gaps
 from features.timing import Conversions, conversions
 from models.bundle import BUNDLE_FILES, SQL, Bundle
 from pipelines.bundle import load_bundle_dir, resolve_bundle_dir
@@ -58,8 +60,18 @@ from pipelines.featurize import (
     split_shares,
     target_timing,
 )
+from pipelines.ingest import DEFAULT_MAX_QUARANTINE_SHARE
 from pipelines.io import BadInput, exit_codes, load_params, read_json, write_json
-from pipelines.score import OUTPUT_SCHEMA, check_part, decision_time, score_part, source_of
+from pipelines.score import (
+    OUTPUT_SCHEMA,
+    Loaded,
+    batch_problems,
+    check_part,
+    decision_time,
+    score_part,
+    source_of,
+    warn_or_refuse,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -256,13 +268,17 @@ SCORE_SCHEMA = arrow_schema(OUTPUT_SCHEMA)
 
 
 def check_bucket(job: Job, leads: pa.Table, events: pa.Table | None) -> pa.Table:
-    """Pass 1: the contract on one bucket: its quarantine rows, plus one row with the facts the file checks need."""
+    """Pass 1: the contract on one bucket: its quarantine rows, plus one row with what the driver's checks need (the
+    facts of the file checks, the counts of the quarantine-share check and the missing model inputs)."""
+    bundle, _ = shipped_bundle(job.bundle)
     raw, ev = to_polars(leads), to_polars(events)
     assert raw is not None
     part = check_part(raw, ev, job.source, leads_file=Path(job.leads_file),
                       events_file=Path(job.events_file) if job.events_file else None, as_of=job.as_of, now=job.now,
                       file_checks=False)
-    facts = pl.DataFrame({FACTS: [json.dumps(part.batch.facts, default=_iso)]})
+    found = {"facts": part.batch.facts, "counts": part.batch.counts,
+             "gaps": input_gaps(part.batch.leads, bundle.spec, absent=part.missing_optional)}
+    facts = pl.DataFrame({FACTS: [json.dumps(found, default=_iso)]})
     return to_spark_arrow(pl.concat([part.batch.quarantine, facts], how="diagonal_relaxed"), CHECK_SCHEMA)
 
 
@@ -285,15 +301,28 @@ def _iso(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def merged_facts(rows: list[str]) -> dict[str, dict[str, Any]]:
-    """Per table: file, parsed columns and the summary facts of all buckets merged, as one machine's contract has
-    (`features.contract.merge_table_facts`, as `leadlift score` merges its partitions)."""
+@dataclass(frozen=True)
+class Checked:
+    """What pass 1 found in all buckets, merged as one machine's contract has it (`leadlift score` merges its
+    partitions the same way): per table the file facts and the counts, and the missing model inputs."""
+
+    facts: dict[str, dict[str, Any]]
+    counts: dict[str, dict[str, Any]]
+    gaps: list[dict[str, Any]]
+
+
+def merged_checks(rows: list[str]) -> Checked:
+    """`check_bucket`'s fact rows, merged (`features.contract.merge_table_facts`, `merge_counts`,
+    `features.spec.merge_gaps`)."""
     parts = [json.loads(r) for r in rows]
     for part in parts:
-        for facts in part.values():
+        for facts in part["facts"].values():
             if facts["summary"].get("max_timestamp") is not None:
                 facts["summary"]["max_timestamp"] = datetime.fromisoformat(facts["summary"]["max_timestamp"])
-    return C.merge_table_facts(parts)
+    counts = C.merge_counts([p["counts"] for p in parts])
+    scored = int(counts.get("leads", {}).get("rows_out", 0))
+    return Checked(C.merge_table_facts([p["facts"] for p in parts]), counts,
+                   merge_gaps([p["gaps"] for p in parts], scored))
 
 
 @dataclass(frozen=True)
@@ -306,15 +335,22 @@ class SparkScores:
     buckets: int
     missing_optional: list[str]
     facts: dict[str, dict[str, Any]]
+    #: Missing model inputs of the clean leads and the warning lines, as `leadlift score` reports them.
+    gaps: list[dict[str, Any]]
+    warnings: list[str]
 
 
 def score_spark(spark: SparkSession, leads: DataFrame, events: DataFrame | None, *, model: str | Path,
                 as_of: datetime | None = None, buckets: int | None = None, leads_file: str = "leads",
-                events_file: str = "events", chunk_size: int = 50000) -> SparkScores:
+                events_file: str = "events", chunk_size: int = 50000, allow_missing: bool = False,
+                max_missing_share: float = 0.5, max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
+                console: Console | None = None) -> SparkScores:
     """Score leads (and their events) on Spark exactly as `leadlift score` scores them on one machine.
 
     `leads` and `events` are read from Parquet (or carry `_row`); `buckets` defaults to about 200k leads each.
-    Bad input raises BadInput on the driver before any scoring, naming the file (`leads_file`) as one machine does.
+    Bad input raises BadInput on the driver before any scoring, naming the file (`leads_file`) as one machine does;
+    so does a batch one machine would refuse (too many leads quarantined, model inputs missing far more often than
+    in training unless `allow_missing`, events none of which can be used), with the same warnings.
     The quarantine frame is cached (it is small and read twice); unpersist it when done.
     """
     folder = resolve_bundle_dir(model)
@@ -336,19 +372,34 @@ def score_spark(spark: SparkSession, leads: DataFrame, events: DataFrame | None,
     ev_b = ev.withColumn(BUCKET, bucket_expr(n)) if ev is not None else None
 
     checked = cogroup(leads_b, ev_b, partial(check_bucket, job), CHECK_SCHEMA).cache()
-    facts = merged_facts([r[FACTS] for r in checked.filter(checked[FACTS].isNotNull()).select(FACTS).collect()])
+    found = merged_checks([r[FACTS] for r in checked.filter(checked[FACTS].isNotNull()).select(FACTS).collect()])
+    facts = found.facts
     for table, f in facts.items():
         C.file_problems(table, f["file"], f["parsed"], f["summary"])
     newest = [f["summary"].get("max_timestamp") for f in facts.values()]
     at = decision_time(as_of, max((t for t in newest if t is not None), default=None), job.now)
+    leads_in = found.counts.get("leads", {"rows_in": 0, "rows_out": 0, "quarantined": 0, "by_reason": {}})
+    loaded = Loaded([], C.empty_quarantine(), {**found.counts, "leads": leads_in}, at, shape.missing_optional, {},
+                    events is not None, int(leads_in["rows_in"]), int(leads_in["rows_out"]), found.gaps)
+    gaps, warnings, refusals = batch_problems(loaded, bundle, leads_file=Path(leads_file),
+                                              events_file=Path(events_file) if events is not None else None,
+                                              max_missing_share=max_missing_share,
+                                              max_quarantine_share=max_quarantine_share)
+    try:
+        warn_or_refuse(warnings, refusals, allow_missing=allow_missing, console=console or Console(stderr=True))
+    except BadInput:
+        checked.unpersist()
+        raise
     quarantine = checked.filter(checked["table"].isNotNull()).select(*QUARANTINE_COLUMNS)
     scores = cogroup(leads_b, ev_b, partial(score_bucket, job, at), SCORE_SCHEMA)
-    return SparkScores(scores, quarantine, at, n, shape.missing_optional, facts)
+    return SparkScores(scores, quarantine, at, n, shape.missing_optional, facts, gaps, warnings)
 
 
 def run_score(spark: SparkSession, leads: str, out: str, *, events: str | None = None, model: str | Path,
-              as_of: datetime | None = None, buckets: int | None = None,
-              chunk_size: int = 50000) -> dict[str, Any]:
+              as_of: datetime | None = None, buckets: int | None = None, chunk_size: int = 50000,
+              allow_missing: bool = False, max_missing_share: float = 0.5,
+              max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
+              console: Console | None = None) -> dict[str, Any]:
     """Read Parquet files or folders, score them on Spark, write `out`/scores and `out`/quarantine (Parquet
     datasets) and return the reconciliation, counted by Spark from what was written."""
     from pyspark.sql import functions as F
@@ -362,7 +413,9 @@ def run_score(spark: SparkSession, leads: str, out: str, *, events: str | None =
     leads_df = spark.read.parquet(leads)
     events_df = spark.read.parquet(events) if events is not None else None
     result = score_spark(spark, leads_df, events_df, model=model, as_of=as_of, buckets=buckets, leads_file=leads,
-                         events_file=events or "events", chunk_size=chunk_size)
+                         events_file=events or "events", chunk_size=chunk_size, allow_missing=allow_missing,
+                         max_missing_share=max_missing_share, max_quarantine_share=max_quarantine_share,
+                         console=console)
     scores_path, quarantine_path = f"{out.rstrip('/')}/scores", f"{out.rstrip('/')}/quarantine"
     result.scores.write.mode("overwrite").parquet(scores_path)
     result.quarantine.orderBy("table", "row").write.mode("overwrite").parquet(quarantine_path)
@@ -382,6 +435,10 @@ def run_score(spark: SparkSession, leads: str, out: str, *, events: str | None =
         "events_quarantined": sum(n for table, n in by_table.items() if table.startswith("events")),
         "as_of": result.as_of.isoformat(),
         "missing_optional_columns": result.missing_optional,
+        "missing_inputs": result.gaps,
+        "warnings": result.warnings,
+        "allow_missing": allow_missing,
+        "max_missing_share": max_missing_share,
         "buckets": result.buckets,
         "scores": scores_path,
         "quarantine": quarantine_path,
@@ -535,6 +592,10 @@ def main(argv: list[str] | None = None) -> None:
     sc.add_argument("--model", default="data/artifacts")
     sc.add_argument("--as-of", type=datetime.fromisoformat)
     sc.add_argument("--chunk-size", type=int, default=50000)
+    sc.add_argument("--allow-missing", action="store_true",
+                    help="score even when model inputs are missing far more often than in training")
+    sc.add_argument("--max-missing-share", type=float, default=0.5)
+    sc.add_argument("--max-quarantine-share", type=float, default=DEFAULT_MAX_QUARANTINE_SHARE)
     fz = sub.add_parser("featurize", help="the featurize stage's outputs, features computed on Spark")
     fz.add_argument("--interim", type=Path, required=True)
     fz.add_argument("--out", type=Path, required=True)
@@ -550,7 +611,8 @@ def main(argv: list[str] | None = None) -> None:
     spark = session(args.master or (None if submitted else "local[*]"))
     if args.command == "score":
         report = run_score(spark, args.leads, args.out, events=args.events, model=args.model, as_of=args.as_of,
-                           buckets=args.buckets, chunk_size=args.chunk_size)
+                           buckets=args.buckets, chunk_size=args.chunk_size, allow_missing=args.allow_missing,
+                           max_missing_share=args.max_missing_share, max_quarantine_share=args.max_quarantine_share)
         print(f"score (spark, {report['buckets']} buckets): rows in {report['rows_in']} = scored {report['scored']} "
               f"+ quarantined {report['quarantined']}; {report['sql']} SQL -> {args.out}")
     else:

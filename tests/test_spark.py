@@ -164,6 +164,32 @@ def test_a_file_level_problem_is_the_same_bad_input_on_both_engines(spark: Any, 
     assert str(scaled.value) == str(single.value) and "created_at" in str(single.value)
 
 
+def test_a_batch_one_machine_refuses_for_a_missing_input_spark_refuses_alike(spark: Any, pipeline_repo: Path,
+                                                                             tmp_path: Path) -> None:
+    """A model input absent from the file: the same refusal on the driver, before any scoring; allowed, the same
+    gaps and warnings in both reports."""
+    from pipelines.score import score_file
+    from pipelines.spark import run_score
+
+    new = pipeline_repo / "data" / "new"
+    pl.read_parquet(new / "leads.parquet").drop("buying_timeline").write_parquet(tmp_path / "leads.parquet")
+    model, leads, events = pipeline_repo / "data" / "artifacts", tmp_path / "leads.parquet", new / "events.parquet"
+    with pytest.raises(BadInput) as single:
+        score_file(leads, tmp_path / "one.parquet", events=events, model=model)
+    with pytest.raises(BadInput) as scaled:
+        run_score(spark, str(leads), str(tmp_path / "spark"), events=str(events), model=model, buckets=3)
+    assert str(scaled.value) == str(single.value) and "--allow-missing" in str(single.value)
+    assert not (tmp_path / "spark").exists()
+
+    report = score_file(leads, tmp_path / "one.parquet", events=events, model=model, allow_missing=True)
+    got = run_score(spark, str(leads), str(tmp_path / "spark"), events=str(events), model=model, buckets=3,
+                    allow_missing=True)
+    gap = next(g for g in got["missing_inputs"] if g["column"] == "buying_timeline")
+    assert gap["absent"] and gap["missing"] == report["scored"] and got["warnings"]
+    for key in ("missing_inputs", "warnings", "allow_missing", "scored", "sql"):
+        assert got[key] == report[key], key
+
+
 def test_merged_facts_of_a_tables_parts_equal_the_facts_of_the_whole() -> None:
     leads = pl.DataFrame({
         "lead_id": ["a", "b", None, "d", "e", "a", "g", "h"],
