@@ -649,7 +649,9 @@ def warn_or_refuse(warnings: list[str], refusals: list[BadInput], *, allow_missi
 def score_workers() -> int:
     """Partitions checked and scored at a time: two where this process may use two cores or more, else one (also when
     polars is held to one thread, `POLARS_MAX_THREADS=1`: one thread in all)."""
-    return max(1, min(2, len(os.sched_getaffinity(0)), pl.thread_pool_size()))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core counts
+    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return max(1, min(2, cores, pl.thread_pool_size()))
 
 
 def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chunk_size: int

@@ -55,7 +55,7 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
     the leads created after it."""
     leads, events = messy / "leads.parquet", messy / "events.parquet"
     runs = {name: score(pipeline_repo, leads, events, tmp_path / f"{name}.parquet", as_of=as_of, **kw) for name, kw in {
-        "whole": {}, "parts": {"partition_leads": 400},  # 9 partitions
+        "whole": {}, "parts": {"partition_leads": 400},  # 9 partitions (18 of 200 leads, two at a time, on 2 cores)
         "whole_250": {"chunk_size": 250}, "parts_250": {"chunk_size": 250, "partition_leads": 400}}.items()}
     for a, b in (("parts", "whole"), ("parts_250", "whole_250")):  # row groups of chunk_size rows, however split
         assert (tmp_path / f"{a}.parquet").read_bytes() == (tmp_path / f"{b}.parquet").read_bytes()
@@ -71,6 +71,29 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
     assert found["events: unknown lead"] == 30 and found["events: missing lead_id"] == 5
     assert (found.get("leads: created after the as-of time", 0) > 0) == (as_of is not None)
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)] == []  # the scratch folder is gone
+
+
+def test_partitions_scored_one_at_a_time_write_the_bytes_of_two_at_a_time(pipeline_repo: Path, messy: Path,
+                                                                          tmp_path: Path) -> None:
+    """Held to one thread (POLARS_MAX_THREADS=1), `leadlift score` checks and scores one partition at a time; the
+    output is the same as where two run at once (this machine's default when it has two cores)."""
+    from pipelines.score import score_workers
+
+    leads, events = messy / "leads.parquet", messy / "events.parquet"
+    model = pipeline_repo / "data" / "artifacts"
+    code = ("import sys; from pipelines.score import score_workers; assert score_workers() == 1; "
+            "from pipelines.cli import app; app()")
+    single = subprocess.run([sys.executable, "-c", code, "score", "--leads", str(leads), "--events", str(events),
+                             "--model", str(model), "--partition-leads", "400", "--out", str(tmp_path / "one.parquet")],
+                            env={**os.environ, "POLARS_MAX_THREADS": "1"}, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    score(pipeline_repo, leads, events, tmp_path / "two.parquet", partition_leads=400)
+    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
+    assert (tmp_path / "one.quarantine.csv").read_bytes() == (tmp_path / "two.quarantine.csv").read_bytes()
+    assert same_run(json.loads((tmp_path / "one.report.json").read_text()),
+                    json.loads((tmp_path / "two.report.json").read_text()))
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2 and pl.thread_pool_size() >= 2:
+        assert score_workers() == 2  # so the in-process run above scored two partitions at a time
 
 
 def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_order(
