@@ -201,7 +201,9 @@ def bench_size(leads: int, repo: Path, data_root: Path, master: str, buckets: in
     load_before = os.getloadavg()
     single = bench_score.measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo)], cwd=repo)
     spark = measure_self(["--child", "spark", "--dir", str(folder), "--repo", str(repo), "--master", master,
-                          *(["--buckets", str(buckets)] if buckets else [])], cwd=repo)
+                          *(["--buckets", str(buckets)] if buckets else [])], cwd=ROOT)
+    # cwd=ROOT: Spark's Python workers import from their working directory first, and the repo copy under --data
+    # holds the code of the day it was made; from ROOT they run the code the driver runs.
     same = measure_self(["--child", "compare", "--dir", str(folder)])
     load_after = os.getloadavg()
     print(f"load average (1, 5, 15 min): {load_before[0]:.1f} {load_before[1]:.1f} {load_before[2]:.1f} before, "
