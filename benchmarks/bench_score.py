@@ -156,15 +156,27 @@ def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
             "phases": {phase: phases.get(phase, 0.0) for *_, phase in LEADLIFT_PHASES}, **report}
 
 
+def batch_features(folder: Path, spec: dict[str, Any], as_of: datetime) -> Any:
+    """The batch's leads and events read whole and their features built at `as_of`, one row per lead in file order,
+    as pipelines/score.py builds them (the floor's and the peer's shared first step)."""
+    import polars as pl
+
+    from features.build import build_features
+    from features.schema import LEAD_ID
+
+    leads = pl.read_parquet(folder / "leads.parquet")
+    events = pl.scan_parquet(folder / "events.parquet")
+    feats = build_features(leads.lazy(), events, spec["source_roles"], observation_days=int(spec["observation_days"]),
+                           windows=spec["windows"], as_of=as_of).collect()  # fmt: skip
+    return leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+
+
 def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     """The floor of the job: read + `build_features` + the bundle's calibrated probability and decision + its exact
     SHAP values on the SQL rows, by the same `Bundle` methods leadlift scores with. No contract checks, no notes, no
     output, the whole batch at once: what no scorer can do without."""
     import numpy as np
-    import polars as pl
 
-    from features.build import build_features
-    from features.schema import LEAD_ID
     from features.spec import to_matrix
     from models.bundle import SQL
     from pipelines.bundle import load_bundle
@@ -179,11 +191,7 @@ def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     spec = bundle.spec
     phases["load bundle"] = time.perf_counter() - t
     t = time.perf_counter()
-    leads = pl.read_parquet(folder / "leads.parquet")
-    events = pl.scan_parquet(folder / "events.parquet")
-    feats = build_features(leads.lazy(), events, spec["source_roles"], observation_days=int(spec["observation_days"]),
-                           windows=spec["windows"], as_of=as_of).collect()  # fmt: skip
-    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    feats = batch_features(folder, spec, as_of)
     X = to_matrix(feats, spec)
     phases["read + build_features + matrix"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -193,7 +201,7 @@ def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     t = time.perf_counter()
     bundle.scorer.contributions(X[sql])
     phases["exact SHAP on the SQLs"] = time.perf_counter() - t
-    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "phases": phases, "rows": leads.height,
+    return {"seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - c0, "phases": phases, "rows": feats.height,
             "sql": len(sql)}
 
 
@@ -208,7 +216,6 @@ def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
 
     warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
 
-    from features.build import build_features
     from features.schema import LEAD_ID
     from features.spec import feature_names, to_matrix
 
@@ -224,11 +231,7 @@ def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
     phases["load model (pyfunc from the registry)"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    leads = pl.read_parquet(folder / "leads.parquet")
-    events = pl.scan_parquet(folder / "events.parquet")
-    feats = build_features(leads.lazy(), events, spec["source_roles"], observation_days=int(spec["observation_days"]),
-                           windows=spec["windows"], as_of=as_of).collect()  # fmt: skip
-    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    feats = batch_features(folder, spec, as_of)
     phases["read + build_features"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -273,7 +276,7 @@ def run_peer(folder: Path, repo: Path, version: int) -> dict[str, Any]:
                  "max_abs_prob_diff": float((both["probability"] - both["p_peer"]).abs().max() or 0.0),  # type: ignore[arg-type]
                  "decision_mismatches": int((both["decision"] != both["d_peer"]).sum())}  # fmt: skip
     return {"seconds": seconds, "measured_seconds": measured, "cpu_seconds_measured": _cpu() - c0, "phases": phases,
-            "rows": leads.height, "sql": len(sql), "shap_sample_rows": n_sample, "shap_sample_seconds": t_sample,
+            "rows": feats.height, "sql": len(sql), "shap_sample_rows": n_sample, "shap_sample_seconds": t_sample,
             "shap_extrapolated": extrapolated, **agree}  # fmt: skip
 
 

@@ -659,22 +659,21 @@ def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chu
     """Every part of a loaded batch scored (`score_part`), chunk by chunk, in file order. Partitions are scored two
     at a time on a machine with two cores or more (features, predictor, TreeSHAP and much of the notes run in
     polars, numpy and numba, which release the GIL), and handed on in order; one at a time otherwise."""
-    workers = min(score_workers(), len(loaded.parts))
+    workers = max(1, min(score_workers(), len(loaded.parts)))
+    size = max(1, chunk_size // workers)  # chunks 1/workers the size: the same memory in all
 
-    def whole(clean: Clean) -> list[pl.DataFrame]:  # chunks 1/workers the size: the same memory in all
-        return list(score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
-                               chunk_size=max(1, chunk_size // workers)))
+    def scored(clean: Clean) -> Iterator[pl.DataFrame]:
+        return score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog, chunk_size=size)
 
-    if workers < 2:
+    if workers == 1:
         for clean in loaded.parts:
-            yield from score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
-                                  chunk_size=chunk_size)
+            yield from scored(clean)
         return
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadlift-score") as pool:
         waiting: deque[Future[list[pl.DataFrame]]] = deque()
         try:
             for clean in loaded.parts:
-                waiting.append(pool.submit(whole, clean))
+                waiting.append(pool.submit(lambda c: list(scored(c)), clean))
                 if len(waiting) >= workers:
                     yield from waiting.popleft().result()
             while waiting:
