@@ -22,17 +22,18 @@ over the whole file writes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -64,6 +65,9 @@ from pipelines.io import (
     scratch_dir,
     stage_args,
 )
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 OUTPUT_SCHEMA: dict[str, Any] = {
     LEAD_ID: pl.String, "probability": pl.Float64, "score": pl.Int64, "percentile": pl.Float64, "decision": pl.String,
@@ -454,21 +458,26 @@ class RawParts:
         return pl.read_ipc(path) if path.exists() else pl.DataFrame(schema=schema)
 
 
+def _by_partition(frame: pl.DataFrame) -> list[tuple[int, pa.Table]]:
+    """The rows of `frame` per partition (its `_PART` column), as Arrow tables ready to append."""
+    return [(int(k), rows.to_arrow())
+            for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items()]
+
+
 class _PartWriters:
-    """Append frames to the partition files of a `RawParts` folder, one Arrow IPC writer per table and partition."""
+    """Append rows to the partition files of a `RawParts` folder, one Arrow IPC writer per table and partition."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._open: dict[tuple[str, int], pa.ipc.RecordBatchFileWriter] = {}
 
-    def write(self, table: str, frame: pl.DataFrame) -> None:
-        """Rows of `frame` to the partition in its `_PART` column."""
-        for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items():
-            arrow = rows.to_arrow()
-            writer = self._open.get((table, int(k)))
+    def write(self, table: str, parts: list[tuple[int, pa.Table]]) -> None:
+        """Each (partition, rows) of `_by_partition`, appended to that partition's file."""
+        for k, arrow in parts:
+            writer = self._open.get((table, k))
             if writer is None:
                 writer = pa.ipc.new_file(str(self.folder / f"{table}-{k}.arrow"), arrow.schema)
-                self._open[(table, int(k))] = writer
+                self._open[(table, k)] = writer
             writer.write_table(arrow)
 
     def close(self) -> None:
@@ -507,13 +516,18 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
         C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
     del ids, repeated, home
     writers = _PartWriters(scratch)
+    workers = score_workers()
+
+    def leads_parts(read: Callable[[], pl.DataFrame]) -> list[tuple[int, pa.Table]]:
+        frame = read().with_columns(own.alias(_PART))
+        if moved.height:
+            frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
+                pl.coalesce("_moved", _PART).alias(_PART)).drop("_moved")
+        return _by_partition(frame)
+
     try:
-        for frame in _in_order(leads, n_leads, size, "leads", leads_file):
-            frame = frame.with_columns(own.alias(_PART))
-            if moved.height:
-                frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
-                    pl.coalesce("_moved", _PART).alias(_PART)).drop("_moved")
-            writers.write("leads", frame)
+        for parts in in_order(leads_parts, _in_order(leads, n_leads, size, "leads", leads_file), workers):
+            writers.write("leads", parts)
         events_schema = None
         if events is not None and events_file is not None:
             events_schema = _numbered(events).collect_schema()
@@ -521,9 +535,13 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
             key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
             step = max(1, math.ceil(n_events / partitions))
             by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
-            for frame in _in_order(events, n_events, step, "events", events_file):
-                routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
-                writers.write("events", routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
+
+            def events_parts(read: Callable[[], pl.DataFrame]) -> list[tuple[int, pa.Table]]:
+                routed = read().with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
+                return _by_partition(routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
+
+            for parts in in_order(events_parts, _in_order(events, n_events, step, "events", events_file), workers):
+                writers.write("events", parts)
     finally:
         writers.close()
     return RawParts(scratch, schema, events_schema)
@@ -534,18 +552,29 @@ def _numbered(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame if C.ROW in frame.collect_schema() else frame.with_row_index(C.ROW, offset=1)
 
 
-def _in_order(frame: pl.LazyFrame, rows: int, step: int, table: str, path: Path) -> Iterator[pl.DataFrame]:
-    """The rows of a file in file order with their file row (`_numbered`), about `step` at a time: slices of a
-    Parquet file (polars reads only their pages, where its streaming reader would decode every row group at once;
-    numbered after slicing, which polars cannot push a slice through), else polars' streaming batches."""
+def _in_order(frame: pl.LazyFrame, rows: int, step: int, table: str, path: Path
+              ) -> Iterator[Callable[[], pl.DataFrame]]:
+    """The rows of a file in file order with their file row (`_numbered`), about `step` at a time, each slice as a
+    function that reads it (so slices can be read on several threads, `in_order`): slices of a Parquet file (polars
+    reads only their pages, where its streaming reader would decode every row group at once; numbered after
+    slicing, which polars cannot push a slice through), else polars' streaming batches, read one after another."""
     if canonical_spec(table, path).format == "parquet" and C.ROW not in frame.collect_schema():
         for start, length in _slices([g.num_rows for g in _row_groups(path)], step):
-            yield _collect(frame.slice(start, length), path).with_row_index(C.ROW, offset=start + 1)
+            yield functools.partial(_read_slice, frame, start, length, path)
         return
     try:
-        yield from _numbered(frame).collect_batches(chunk_size=step)
+        for batch in _numbered(frame).collect_batches(chunk_size=step):
+            yield functools.partial(_identity, batch)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as e:
         raise BadInput(path, f"cannot be read: {safe_message(e)}") from None
+
+
+def _read_slice(frame: pl.LazyFrame, start: int, length: int, path: Path) -> pl.DataFrame:
+    return _collect(frame.slice(start, length), path).with_row_index(C.ROW, offset=start + 1)
+
+
+def _identity(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame
 
 
 def _row_groups(path: Path) -> list[pq.RowGroupMetaData]:
@@ -654,6 +683,27 @@ def score_workers() -> int:
     return max(1, min(2, cores, pl.thread_pool_size()))
 
 
+def in_order(work: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """work(item) for each item, on `workers` threads, handed on in the items' order; at most `workers` results are
+    held at a time (one thread: in this thread, one after another). The work must release the GIL to gain: polars,
+    numpy, Arrow and numba do."""
+    if workers <= 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadlift") as pool:
+        waiting: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                waiting.append(pool.submit(work, item))
+                if len(waiting) >= workers:
+                    yield waiting.popleft().result()
+            while waiting:
+                yield waiting.popleft().result()
+        finally:
+            for future in waiting:
+                future.cancel()
+
+
 def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chunk_size: int
                  ) -> Iterator[pl.DataFrame]:
     """Every part of a loaded batch scored (`score_part`), chunk by chunk, in file order. Partitions are scored two
@@ -669,18 +719,8 @@ def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chu
         for clean in loaded.parts:
             yield from scored(clean)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leadlift-score") as pool:
-        waiting: deque[Future[list[pl.DataFrame]]] = deque()
-        try:
-            for clean in loaded.parts:
-                waiting.append(pool.submit(lambda c: list(scored(c)), clean))
-                if len(waiting) >= workers:
-                    yield from waiting.popleft().result()
-            while waiting:
-                yield from waiting.popleft().result()
-        finally:
-            for future in waiting:
-                future.cancel()
+    for frames in in_order(lambda clean: list(scored(clean)), loaded.parts, workers):
+        yield from frames
 
 
 # ---------------------------------------------------------------- features, score, notes
