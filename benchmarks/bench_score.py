@@ -80,10 +80,12 @@ def make_batch(folder: Path, leads: int, repo: Path) -> dict[str, Any]:
 
 
 #: leadlift's phases, timed by wrapping these functions in its child: (module, attribute, phase). Nested phases are
-#: timed inside the outer ones (SHAP and the predictor inside scoring).
+#: timed inside the outer ones (SHAP and the predictor inside scoring); phases that run on two threads at once (checking
+#: and scoring partitions) are the sum of both threads' wall time, so they can add up to more than the run.
 LEADLIFT_PHASES = (
-    ("pipelines.score", "load_batch", "read + check (big batch: split, check_part, spill)"),
-    ("pipelines.score", "score_part", "score (features, predict, SHAP, notes)"),
+    ("pipelines.score", "split_batch", "split (a big batch into partitions)"),
+    ("pipelines.score", "Partitioned.check", "check partitions (check_part; per thread)"),
+    ("pipelines.score", "score_part", "score (features, predict, SHAP, notes; per thread)"),
     ("models.treeshap", "TreeShap.margin", "  of which the predictor"),
     ("models.treeshap", "TreeShap.contributions", "  of which TreeSHAP"),
     ("features.spec", "to_matrix", "  of which to_matrix"),

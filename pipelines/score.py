@@ -10,14 +10,19 @@ are computed chunk by chunk and written to a temporary file that is renamed when
 
 Memory stays that of one partition, whatever the size of the batch. A batch of more than `PARTITION_LEADS` leads (or
 `PARTITION_EVENTS` events) is split once into partitions of consecutive leads file rows (halves of that size on a
-machine with two cores or more, where two partitions are scored at a time, in chunks of half the size), each with the
-events of its leads (`split_batch`: every copy of a lead id in one partition, so the contract sees duplicates); each
-partition is checked by `check_part`, the function a Spark bucket runs, and its clean rows are kept in a scratch
-folder beside the output. The partitions' facts are then merged as Spark merges its buckets'
-(`features.contract.merge_table_facts`): file-level problems, counts, missing model inputs and the default as-of time
-(the newest clean timestamp) are those of the whole file, decided before anything is scored. Partitions are then
+machine with two cores or more, where two partitions are checked and scored at a time, in chunks of half the size),
+each with the events of its leads (`split_batch`: every copy of a lead id in one partition, so the contract sees
+duplicates); each partition is checked by `check_part`, the function a Spark bucket runs. The partitions' facts are
+merged as Spark merges its buckets' (`features.contract.merge_table_facts`): file-level problems, counts, missing
+model inputs and the default as-of time (the newest clean timestamp) are those of the whole file. Partitions are
 scored and handed on in file order, so the output is written as it comes, in input order, byte for byte what one pass
 over the whole file writes.
+
+Without `--as-of`, the as-of time is the newest clean timestamp of the whole file, so every partition is checked
+first (its clean rows kept in a scratch folder beside the output), the batch is decided, then scored. With an
+explicit as-of time, each partition is scored as soon as it is checked (`Partitioned.check_and_score`: its clean
+rows never go to disk), and the batch is decided once every partition is: a refused batch then costs the time it
+took to score, but its words are the same and nothing is written.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from features import contract as C
 from features.build import build_features
@@ -332,35 +337,45 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
                scratch: Callable[[], Path] | None = None, partition_leads: int = PARTITION_LEADS) -> Loaded:
     """Read and check a batch (the read and check steps of scoring, shared with `leadlift explain`); the check is
     `check_part`, the same function a Spark bucket runs. Given a `scratch` folder, a batch of more than
-    `partition_leads` leads (or ten times as many events) is checked partition by partition (`check_partitions`)
-    and its clean rows are kept there (`scratch()` makes the folder, only then); otherwise it is read and checked
-    whole, in memory. With the bundle's feature `spec`, the missing model inputs are counted as the rows go by."""
-    leads, read_leads = scan_batch_table("leads", leads_path, encoding=encoding)
-    use_events = events is not None and source.get("has_events", True)
-    read = {"leads": read_leads}
-    scan = None
-    if use_events:
-        assert events is not None
-        scan, read["events"] = scan_batch_table("events", events, encoding=encoding)
-    events_file = events if use_events else None
-    read = {k: v for k, v in read.items() if v}
+    `partition_leads` leads (or ten times as many events) is split (`partition_batch`), checked partition by
+    partition, and its clean rows are kept there (`scratch()` makes the folder, only then); otherwise it is read and
+    checked whole, in memory. With the bundle's feature `spec`, the missing model inputs are counted as the rows go
+    by."""
+    opened = open_batch(leads_path, events, source, encoding=encoding)
     if scratch is not None:
-        n_leads = _count(leads, leads_path)
-        n_events = _count(scan, events_file) if scan is not None and events_file is not None else 0
-        partitions = max(1, math.ceil(n_leads / partition_leads),
-                         math.ceil(n_events / (partition_leads * PARTITION_EVENTS // PARTITION_LEADS)))
-        if partitions > 1 and n_leads:
-            partitions *= score_workers()  # scored that many at a time (`scored_parts`): the same memory in all
-            return check_partitions(leads, scan, source, leads_file=leads_path, events_file=events_file, as_of=as_of,
-                                    partitions=partitions, rows=(n_leads, n_events), scratch=scratch(), read=read,
-                                    spec=spec)
-    raw = _collect(leads, leads_path)
-    events_raw = _collect(scan, events_file) if scan is not None and events_file is not None else None
+        parted = partition_batch(opened, source, as_of, spec=spec, scratch=scratch, partition_leads=partition_leads)
+        if parted is not None:
+            return parted.check_all()
+    raw = _collect(opened.leads, leads_path)
+    events_file = opened.events_file
+    events_raw = _collect(opened.events, events_file) if opened.events is not None and events_file else None
     part = check_part(raw, events_raw, source, leads_file=leads_path, events_file=events_file, as_of=as_of)
     batch = part.batch
     return Loaded([Clean(batch.leads, batch.events)], batch.quarantine, batch.counts, part.as_of,
-                  part.missing_optional, read, use_events, raw.height, batch.leads.height,
+                  part.missing_optional, opened.read, opened.events is not None, raw.height, batch.leads.height,
                   _gaps(batch.leads, spec, part.missing_optional))
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A batch's files, opened lazily as validate reads them: the events only when given and used."""
+
+    leads: pl.LazyFrame
+    events: pl.LazyFrame | None
+    #: How each file was read (`pipelines.ingest.read_table`'s facts; nothing for Parquet).
+    read: dict[str, dict[str, Any]]
+    leads_file: Path
+    events_file: Path | None
+
+
+def open_batch(leads_path: Path, events: Path | None, source: dict[str, Any], *, encoding: str | None = None
+               ) -> Opened:
+    leads, read_leads = scan_batch_table("leads", leads_path, encoding=encoding)
+    read = {"leads": read_leads}
+    scan = None
+    if events is not None and source.get("has_events", True):
+        scan, read["events"] = scan_batch_table("events", events, encoding=encoding)
+    return Opened(leads, scan, {k: v for k, v in read.items() if v}, leads_path, events if scan is not None else None)
 
 
 def _gaps(leads: pl.DataFrame, spec: dict[str, Any] | None, absent: list[str]) -> list[dict[str, Any]]:
@@ -378,57 +393,114 @@ _ID = "_id"
 _KEY = "_key"
 
 
-def check_partitions(leads: pl.LazyFrame, events: pl.LazyFrame | None, source: dict[str, Any], *, leads_file: Path,
-                     events_file: Path | None, as_of: datetime | None, partitions: int, rows: tuple[int, int],
-                     scratch: Path, read: dict[str, dict[str, Any]], spec: dict[str, Any] | None = None) -> Loaded:
-    """`load_batch` for a batch too big to hold: split it once (`split_batch`), then check each partition with
-    `check_part` (the file-level checks left to the merged facts), keep its clean rows in `scratch`, and merge what
-    the partitions found into what the whole file holds. Every partition is checked against the same clock."""
-    now = datetime.now(UTC)
+def partition_batch(opened: Opened, source: dict[str, Any], as_of: datetime | None, *, spec: dict[str, Any] | None,
+                    scratch: Callable[[], Path], partition_leads: int = PARTITION_LEADS) -> Partitioned | None:
+    """A batch of more than `partition_leads` leads (or ten times as many events) split into partitions of
+    consecutive leads (`split_batch`) in a `scratch()` folder, ready to check; None for a smaller batch (read whole).
+    On a machine with two cores, twice as many partitions, checked and scored two at a time: the same memory."""
+    leads, events, leads_path, events_file = opened.leads, opened.events, opened.leads_file, opened.events_file
+    n_leads = _count(leads, leads_path)
+    n_events = _count(events, events_file) if events is not None and events_file is not None else 0
+    partitions = max(1, math.ceil(n_leads / partition_leads),
+                     math.ceil(n_events / (partition_leads * PARTITION_EVENTS // PARTITION_LEADS)))
+    if partitions <= 1 or not n_leads:
+        return None
+    partitions *= score_workers()
+    now = datetime.now(UTC)  # every partition is checked against the same clock
     # Column-level problems (a missing column, a file unlike the bundle's) on zero rows, before any work, as Spark.
-    shape = check_part(_collect(leads.head(0), leads_file),
+    shape = check_part(_collect(leads.head(0), leads_path),
                        _collect(events.head(0), events_file) if events is not None and events_file else None,
-                       source, leads_file=leads_file, events_file=events_file, as_of=as_of, now=now, file_checks=False)
-    raw = split_batch(leads, events, partitions=partitions, rows=rows, scratch=scratch, leads_file=leads_file,
-                      events_file=events_file)
-    parts: list[Clean] = []
-    quarantine: list[pl.DataFrame] = []
-    counts: list[dict[str, dict[str, Any]]] = []
-    facts: list[dict[str, dict[str, Any]]] = []
-    gaps: list[list[dict[str, Any]]] = []
+                       source, leads_file=leads_path, events_file=events_file, as_of=as_of, now=now,
+                       file_checks=False)
+    folder = scratch()
+    raw = split_batch(leads, events, partitions=partitions, rows=(n_leads, n_events), scratch=folder,
+                      leads_file=leads_path, events_file=events_file)
+    return Partitioned(raw, partitions, source, leads_path, events_file, as_of, now, shape.missing_optional, spec,
+                       folder, opened.read, n_leads)
 
-    def check_one(k: int) -> tuple[pl.DataFrame, dict[str, Any], dict[str, Any], list[dict[str, Any]], Clean]:
-        """Partition k checked, its clean rows kept in scratch: what the merge needs, not the rows."""
-        lead_rows, event_rows = raw.read(k)
-        batch = check_part(lead_rows, event_rows, source, leads_file=leads_file, events_file=events_file,
-                           as_of=as_of, now=now, file_checks=False).batch
-        kept = scratch / f"clean-leads-{k}.arrow"
-        batch.leads.write_ipc(kept)
-        kept_events = None
-        if batch.events is not None:
-            kept_events = scratch / f"clean-events-{k}.arrow"
-            batch.events.write_ipc(kept_events)
-        raw.remove(k)
-        return (batch.quarantine, batch.counts, batch.facts, _gaps(batch.leads, spec, shape.missing_optional),
-                Clean(kept, kept_events))
 
-    # as many partitions at a time as are scored at a time; their findings are gathered in partition order
-    with ThreadPoolExecutor(max_workers=score_workers(), thread_name_prefix="leadlift-check") as pool:
-        for rejected, counted, found, missing, clean in pool.map(check_one, range(partitions)):
-            quarantine.append(rejected)
-            counts.append(counted)
-            facts.append(found)
-            gaps.append(missing)
-            parts.append(clean)
-    merged = C.merge_table_facts(facts)
-    for table, f in merged.items():
-        C.file_problems(table, f["file"], f["parsed"], f["summary"])
-    newest = max((f["summary"]["max_timestamp"] for f in merged.values()
-                  if f["summary"].get("max_timestamp") is not None), default=None)
-    total = C.merge_counts(counts)
-    scored = int(total["leads"]["rows_out"])
-    return Loaded(parts, pl.concat(quarantine), total, decision_time(as_of, newest, now), shape.missing_optional,
-                  read, events is not None, rows[0], scored, merge_gaps(gaps, scored))
+@dataclass(frozen=True)
+class Checked:
+    """What checking one partition found, without its rows: its quarantine, counts, the contract's facts and the
+    missing model inputs of its clean leads."""
+
+    quarantine: pl.DataFrame
+    counts: dict[str, dict[str, Any]]
+    facts: dict[str, dict[str, Any]]
+    gaps: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """A big batch split into partitions (`partition_batch`), to be checked partition by partition with `check_part`
+    (the file-level checks left to the merged facts): kept for scoring later (`check_all`), or each scored as soon
+    as it is checked (`check_and_score`)."""
+
+    raw: RawParts
+    partitions: int
+    source: dict[str, Any]
+    leads_file: Path
+    events_file: Path | None
+    as_of: datetime | None
+    #: The clock every partition is checked against.
+    now: datetime
+    absent: list[str]
+    spec: dict[str, Any] | None
+    scratch: Path
+    read: dict[str, dict[str, Any]]
+    rows_in: int
+
+    def check(self, k: int) -> tuple[Checked, Batch]:
+        """Partition k checked; its raw rows are removed from scratch."""
+        lead_rows, event_rows = self.raw.read(k)
+        batch = check_part(lead_rows, event_rows, self.source, leads_file=self.leads_file,
+                           events_file=self.events_file, as_of=self.as_of, now=self.now, file_checks=False).batch
+        self.raw.remove(k)
+        return Checked(batch.quarantine, batch.counts, batch.facts, _gaps(batch.leads, self.spec, self.absent)), batch
+
+    def check_all(self) -> Loaded:
+        """Every partition checked, as many at a time as are scored at a time, its clean rows kept in scratch."""
+        def kept(k: int) -> tuple[Checked, Clean]:
+            checked, batch = self.check(k)
+            leads = self.scratch / f"clean-leads-{k}.arrow"
+            batch.leads.write_ipc(leads)
+            events = None
+            if batch.events is not None:
+                events = self.scratch / f"clean-events-{k}.arrow"
+                batch.events.write_ipc(events)
+            return checked, Clean(leads, events)
+
+        done = list(in_order(kept, range(self.partitions), score_workers()))
+        return self.loaded([checked for checked, _ in done], [clean for _, clean in done])
+
+    def check_and_score(self, score: Callable[[Part], list[pl.DataFrame]]
+                        ) -> Iterator[tuple[Checked, list[pl.DataFrame]]]:
+        """Each partition checked, then scored by `score` at once in the same task, two at a time on two cores,
+        handed on in file order: its clean rows are never written out and read back. Only for an explicit as-of
+        time (the default one is the newest clean timestamp of the whole batch, known after every check)."""
+        if self.as_of is None:
+            raise ValueError("check_and_score needs the as-of time: use check_all without one")
+        at = utc(self.as_of)
+
+        def scored(k: int) -> tuple[Checked, list[pl.DataFrame]]:
+            checked, batch = self.check(k)
+            return checked, score(Part(batch, self.absent, at, _events_lazy(batch.events)))
+
+        yield from in_order(scored, range(self.partitions), score_workers())
+
+    def loaded(self, checks: list[Checked], parts: list[Clean]) -> Loaded:
+        """What the partitions found merged into what the whole file holds (`features.contract.merge_table_facts`):
+        file-level problems raise here, as for a whole file; `parts` are the clean rows still to score."""
+        merged = C.merge_table_facts([c.facts for c in checks])
+        for table, f in merged.items():
+            C.file_problems(table, f["file"], f["parsed"], f["summary"])
+        newest = max((f["summary"]["max_timestamp"] for f in merged.values()
+                      if f["summary"].get("max_timestamp") is not None), default=None)
+        total = C.merge_counts([c.counts for c in checks])
+        scored = int(total["leads"]["rows_out"])
+        return Loaded(parts, pl.concat([c.quarantine for c in checks]), total,
+                      decision_time(self.as_of, newest, self.now), self.absent, self.read, self.events_file is not None,
+                      self.rows_in, scored, merge_gaps([c.gaps for c in checks], scored))
 
 
 @dataclass(frozen=True)
@@ -866,34 +938,70 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
            allow_missing: bool, max_missing_share: float, max_quarantine_share: float, mapping: Path | None,
            event_sources: dict[str, Path] | None, scratch: Callable[[], Path], partition_leads: int
            ) -> dict[str, Any]:
-    """`score_file` once the outputs are planned and the bundle is loaded: read -> check -> decide -> score."""
+    """`score_file` once the outputs are planned and the bundle is loaded: read -> check -> decide -> score, or for a
+    big batch with an explicit as-of time, read -> (check -> score) per partition -> decide: the scores are written
+    to the temporary output as they come and kept only if the batch is not refused."""
+    source = source_of(bundle)
+    parted = None
     if mapping is not None:
-        loaded = load_mapped_batch(mapping, leads_path, events, source_of(bundle), as_of, event_sources,
+        loaded = load_mapped_batch(mapping, leads_path, events, source, as_of, event_sources,
                                    encoding=encoding, spec=bundle.spec)
     else:
-        loaded = load_batch(leads_path, events, source_of(bundle), as_of, encoding=encoding, spec=bundle.spec,
-                            scratch=scratch, partition_leads=partition_leads)
-    gaps, warnings, refusals = batch_problems(loaded, bundle, leads_file=leads_path, events_file=events,
-                                              max_missing_share=max_missing_share,
-                                              max_quarantine_share=max_quarantine_share)
-    if not (bundle_dir / MANIFEST).exists():
-        warnings.append(f"the bundle {bundle_dir} has no {MANIFEST}: its files cannot be checked for truncation or "
-                        "change (re-run calibrate to seal it)")
-    warn_or_refuse(warnings, refusals, allow_missing=allow_missing, console=console)
-    # features -> score -> write, as one transaction; partitions in file order, so rows come out in input order
+        opened = open_batch(leads_path, events, source, encoding=encoding)
+        parted = partition_batch(opened, source, as_of, spec=bundle.spec, scratch=scratch,
+                                 partition_leads=partition_leads)
+        if parted is None:
+            loaded = load_batch(leads_path, events, source, as_of, encoding=encoding, spec=bundle.spec)
+        elif as_of is None:
+            loaded = parted.check_all()  # the as-of time is the newest clean timestamp: every check first
     catalog = load_catalog()
     writer = _Writer(outputs.out, chunk_size)
-    n_sql = n_scored = 0
+    tally = {"sql": 0, "scored": 0}
+
+    def write(scored: pl.DataFrame, out_tmp: Path, progress: Progress, task: TaskID) -> None:
+        tally["sql"] += int((scored["decision"] == SQL).sum())
+        tally["scored"] += scored.height
+        writer.write(scored, out_tmp)
+        progress.advance(task, scored.height)
+
+    def decide(loaded: Loaded) -> tuple[list[dict[str, Any]], list[str]]:
+        gaps, warnings, refusals = batch_problems(loaded, bundle, leads_file=leads_path, events_file=events,
+                                                  max_missing_share=max_missing_share,
+                                                  max_quarantine_share=max_quarantine_share)
+        if not (bundle_dir / MANIFEST).exists():
+            warnings.append(f"the bundle {bundle_dir} has no {MANIFEST}: its files cannot be checked for truncation "
+                            "or change (re-run calibrate to seal it)")
+        warn_or_refuse(warnings, refusals, allow_missing=allow_missing, console=console)
+        return gaps, warnings
+
+    if parted is None or as_of is None:
+        gaps, warnings = decide(loaded)
+    # features -> score -> write, as one transaction; partitions in file order, so rows come out in input order
     with atomic_paths(outputs.quarantine, outputs.report, outputs.out) as (q_tmp, report_tmp, out_tmp), Progress(
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
             transient=True) as progress:
-        task = progress.add_task("score", total=loaded.scored)
-        for scored in scored_parts(bundle, loaded, catalog=catalog, chunk_size=chunk_size):
-            n_sql += int((scored["decision"] == SQL).sum())
-            n_scored += scored.height
-            writer.write(scored, out_tmp)
-            progress.advance(task, scored.height)
-        writer.close(out_tmp)
+        if parted is not None and as_of is not None:
+            task = progress.add_task("score", total=parted.rows_in)
+            size = max(1, chunk_size // score_workers())  # two partitions at a time: chunks half the size
+
+            def score(part: Part) -> list[pl.DataFrame]:
+                return list(score_part(bundle, part, catalog=catalog, chunk_size=size))
+
+            checks: list[Checked] = []
+            for checked, frames in parted.check_and_score(score):
+                checks.append(checked)
+                for scored in frames:
+                    write(scored, out_tmp, progress, task)
+                progress.advance(task, int(checked.counts["leads"]["quarantined"]))
+            writer.close(out_tmp)
+            loaded = parted.loaded(checks, [])
+            gaps, warnings = decide(loaded)  # refused: nothing is written, the temporary output goes
+        else:
+            task = progress.add_task("score", total=loaded.scored)
+            for scored in scored_parts(bundle, loaded, catalog=catalog, chunk_size=chunk_size):
+                write(scored, out_tmp, progress, task)
+            writer.close(out_tmp)
+        n_sql, n_scored = tally["sql"], tally["scored"]
         rejected = loaded.quarantine.sort("table", "row")
         frame_writer(outputs.quarantine)(rejected, q_tmp)
         n_quarantined = int((rejected["table"] == "leads").sum())
