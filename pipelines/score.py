@@ -505,9 +505,10 @@ class Partitioned:
 
 @dataclass(frozen=True)
 class RawParts:
-    """The raw rows of a batch split into partitions: Arrow IPC files `<table>-<k>.arrow` in a scratch folder, every
-    row with its 1-based file row (`features.contract.ROW`). `split_batch` reads each file in order and appends, so
-    a partition's rows are in file order."""
+    """The raw rows of a batch split into partitions: Arrow IPC files `<table>-<k>-<slice>.arrow` in a scratch folder
+    (each slice of a file read by `split_batch` writes its rows of partition k to one file), every row with its
+    1-based file row (`features.contract.ROW`). Slices are numbered in file order, so a partition's files read in
+    name order give its rows in file order."""
 
     folder: Path
     leads_schema: pl.Schema
@@ -521,41 +522,25 @@ class RawParts:
 
     def remove(self, k: int) -> None:
         for table in ("leads", "events"):
-            (self.folder / f"{table}-{k}.arrow").unlink(missing_ok=True)
+            for path in self._files(table, k):
+                path.unlink(missing_ok=True)
+
+    def _files(self, table: str, k: int) -> list[Path]:
+        return sorted(self.folder.glob(f"{table}-{k}-*.arrow"))
 
     def _read(self, table: str, k: int, schema: pl.Schema | None) -> pl.DataFrame | None:
         if schema is None:
             return None
-        path = self.folder / f"{table}-{k}.arrow"
-        return pl.read_ipc(path) if path.exists() else pl.DataFrame(schema=schema)
+        files = self._files(table, k)
+        if not files:
+            return pl.DataFrame(schema=schema)
+        return pl.concat([pl.read_ipc(f) for f in files], rechunk=False)
 
 
-def _by_partition(frame: pl.DataFrame) -> list[tuple[int, pa.Table]]:
-    """The rows of `frame` per partition (its `_PART` column), as Arrow tables ready to append."""
-    return [(int(k), rows.to_arrow())
-            for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items()]
-
-
-class _PartWriters:
-    """Append rows to the partition files of a `RawParts` folder, one Arrow IPC writer per table and partition."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self._open: dict[tuple[str, int], pa.ipc.RecordBatchFileWriter] = {}
-
-    def write(self, table: str, parts: list[tuple[int, pa.Table]]) -> None:
-        """Each (partition, rows) of `_by_partition`, appended to that partition's file."""
-        for k, arrow in parts:
-            writer = self._open.get((table, k))
-            if writer is None:
-                writer = pa.ipc.new_file(str(self.folder / f"{table}-{k}.arrow"), arrow.schema)
-                self._open[(table, k)] = writer
-            writer.write_table(arrow)
-
-    def close(self) -> None:
-        for writer in self._open.values():
-            writer.close()
-        self._open.clear()
+def _write_partitions(folder: Path, table: str, piece: int, frame: pl.DataFrame) -> None:
+    """The rows of `frame` (slice `piece` of a file) to the partitions in its `_PART` column, one file each."""
+    for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items():
+        rows.write_ipc(folder / f"{table}-{k}-{piece:06d}.arrow", compression="uncompressed")
 
 
 def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions: int, rows: tuple[int, int],
@@ -578,44 +563,49 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     pending = pl.col(C.REASON).is_null() if C.REASON in schema else pl.lit(True)
     ids = _collect(numbered.select(C.ROW, C.lead_id_expr(schema[LEAD_ID]).alias(_ID), own.alias(_PART),
                                 pending.alias("_pending")), leads_file).filter(pl.col(_ID).is_not_null())
-    hashed = ids[_ID].hash()
-    by_hash = hashed.n_unique() == ids[_ID].n_unique()  # no two ids of the file share a hash
-    ids = ids.with_columns(hashed.alias(_KEY)) if by_hash else ids.rename({_ID: _KEY})
+    ids = ids.with_columns(pl.col(_ID).hash().alias(_KEY))
     repeated = ids.filter(pl.col(_KEY).is_duplicated())
+    # No two ids of the file share a hash: the ids whose hash repeats are as many as their hashes.
+    by_hash = repeated[_ID].n_unique() == repeated[_KEY].n_unique()
+    if by_hash:
+        ids, repeated = ids.drop(_ID), repeated.drop(_ID)
+    else:
+        ids = ids.drop(_KEY).rename({_ID: _KEY})
+        repeated = ids.filter(pl.col(_KEY).is_duplicated())
     home = repeated.group_by(_KEY).agg(pl.coalesce(pl.col(_PART).filter(pl.col("_pending")).min(), pl.col(_PART).min()))
     homes = pl.concat([ids.filter(~pl.col(_KEY).is_duplicated()).select(_KEY, _PART), home])
     moved = repeated.join(home, on=_KEY, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
         C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
     del ids, repeated, home
-    writers = _PartWriters(scratch)
     workers = score_workers()
 
-    def leads_parts(read: Callable[[], pl.DataFrame]) -> list[tuple[int, pa.Table]]:
+    def leads_parts(job: tuple[int, Callable[[], pl.DataFrame]]) -> None:
+        piece, read = job
         frame = read().with_columns(own.alias(_PART))
         if moved.height:
             frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
                 pl.coalesce("_moved", _PART).alias(_PART)).drop("_moved")
-        return _by_partition(frame)
+        _write_partitions(scratch, "leads", piece, frame)
 
-    try:
-        for parts in in_order(leads_parts, _in_order(leads, n_leads, size, "leads", leads_file), workers):
-            writers.write("leads", parts)
-        events_schema = None
-        if events is not None and events_file is not None:
-            events_schema = _numbered(events).collect_schema()
-            lead_id = C.lead_id_expr(events_schema[LEAD_ID])
-            key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
-            step = max(1, math.ceil(n_events / partitions))
-            by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
+    # slices read, routed and written on `workers` threads; each writes its own files, so no order to keep
+    for _ in in_order(leads_parts, enumerate(_in_order(leads, n_leads, size, "leads", leads_file)), workers):
+        pass
+    events_schema = None
+    if events is not None and events_file is not None:
+        events_schema = _numbered(events).collect_schema()
+        lead_id = C.lead_id_expr(events_schema[LEAD_ID])
+        key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
+        step = max(1, math.ceil(n_events / partitions))
+        by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
 
-            def events_parts(read: Callable[[], pl.DataFrame]) -> list[tuple[int, pa.Table]]:
-                routed = read().with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
-                return _by_partition(routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
+        def events_parts(job: tuple[int, Callable[[], pl.DataFrame]]) -> None:
+            piece, read = job
+            routed = read().with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
+            _write_partitions(scratch, "events", piece,
+                              routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
 
-            for parts in in_order(events_parts, _in_order(events, n_events, step, "events", events_file), workers):
-                writers.write("events", parts)
-    finally:
-        writers.close()
+        for _ in in_order(events_parts, enumerate(_in_order(events, n_events, step, "events", events_file)), workers):
+            pass
     return RawParts(scratch, schema, events_schema)
 
 
