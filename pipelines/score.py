@@ -55,6 +55,7 @@ from features.spec import input_gaps, merge_gaps, to_matrix
 from models.bundle import MANIFEST, SQL, Bundle
 from models.handoff import build_notes, note_values
 from models.notes import NoteTemplates, compile_templates, notes_markdown
+from models.treeshap import kernel_threads
 from pipelines.bundle import load_bundle, load_bundle_dir, resolve_bundle_dir
 from pipelines.explain import load_catalog
 from pipelines.ingest import DEFAULT_MAX_QUARANTINE_SHARE, canonical_spec, read_table
@@ -482,11 +483,14 @@ class Partitioned:
             raise ValueError("check_and_score needs the as-of time: use check_all without one")
         at = utc(self.as_of)
 
+        workers = score_workers()
+
         def scored(k: int) -> tuple[Checked, list[pl.DataFrame]]:
             checked, batch = self.check(k)
-            return checked, score(Part(batch, self.absent, at, _events_lazy(batch.events)))
+            with kernel_threads(1 if workers > 1 else None):  # the partitions are the threads
+                return checked, score(Part(batch, self.absent, at, _events_lazy(batch.events)))
 
-        yield from in_order(scored, range(self.partitions), score_workers())
+        yield from in_order(scored, range(self.partitions), workers)
 
     def loaded(self, checks: list[Checked], parts: list[Clean]) -> Loaded:
         """What the partitions found merged into what the whole file holds (`features.contract.merge_table_facts`):
@@ -781,7 +785,11 @@ def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chu
         for clean in loaded.parts:
             yield from scored(clean)
         return
-    for frames in in_order(lambda clean: list(scored(clean)), loaded.parts, workers):
+    def all_of(clean: Clean) -> list[pl.DataFrame]:
+        with kernel_threads(1):  # the partitions are the threads
+            return list(scored(clean))
+
+    for frames in in_order(all_of, loaded.parts, workers):
         yield from frames
 
 
