@@ -172,7 +172,8 @@ def batch_features(folder: Path, spec: dict[str, Any], as_of: datetime) -> Any:
     events = pl.scan_parquet(folder / "events.parquet")
     feats = build_features(leads.lazy(), events, spec["source_roles"], observation_days=int(spec["observation_days"]),
                            windows=spec["windows"], as_of=as_of).collect()  # fmt: skip
-    return leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    assert feats[LEAD_ID].equals(leads[LEAD_ID])  # in the leads' order, as pipelines.score.lead_features checks
+    return feats
 
 
 def run_floor(folder: Path, repo: Path) -> dict[str, Any]:

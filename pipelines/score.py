@@ -801,15 +801,24 @@ def chunks(frame: pl.DataFrame, size: int) -> Iterator[pl.DataFrame]:
         yield frame.slice(start, size)
 
 
+def lead_features(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime) -> pl.DataFrame:
+    """The bundle's features of checked leads (unique ids) at `as_of`: one row per lead, in the leads' order, which
+    `build_features` keeps (checked here, a comparison of the ids, rather than paid for with a join)."""
+    source = source_of(bundle)
+    feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
+                           windows=bundle.spec["windows"], as_of=as_of).collect()
+    if not feats[LEAD_ID].equals(leads[LEAD_ID]):
+        raise RuntimeError("features are not in the order of the leads they describe")
+    return feats
+
+
 def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_of: datetime,
                 catalog: dict[str, Any] | NoteTemplates) -> pl.DataFrame:
     """Features at as_of, calibrated probability, score, percentile, decision, and notes for the SQLs. `catalog` is
     the reason catalog, or the templates compiled from it for this bundle (`compile_templates`, once per run)."""
     templates = catalog if isinstance(catalog, NoteTemplates) else compile_templates(catalog, bundle.spec)
     source = source_of(bundle)
-    feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
-                           windows=bundle.spec["windows"], as_of=as_of).collect()
-    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    feats = lead_features(bundle, leads, events, as_of=as_of)
     X = to_matrix(feats, bundle.spec)
     p = bundle.probability(X)
     decision = bundle.decide(p)
@@ -1079,9 +1088,7 @@ def note_frame_for_leads(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFra
                          catalog: dict[str, Any]) -> pl.DataFrame:
     """Handoff notes (a notes frame) for every given lead (SQL or not), in input order, with features at as_of."""
     source = source_of(bundle)
-    feats = build_features(leads.lazy(), events, source, observation_days=int(bundle.spec["observation_days"]),
-                           windows=bundle.spec["windows"], as_of=as_of).collect()
-    feats = leads.select(LEAD_ID).join(feats, on=LEAD_ID, how="left", maintain_order="left")
+    feats = lead_features(bundle, leads, events, as_of=as_of)
     firmo = [c for c in [*source.get("categorical", {}), *source.get("keep", [])] if c in leads.columns]
     return build_notes(bundle, note_values(feats, leads.select(firmo)), to_matrix(feats, bundle.spec),
                        compile_templates(catalog, bundle.spec))
