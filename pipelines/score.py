@@ -509,10 +509,10 @@ class Partitioned:
 
 @dataclass(frozen=True)
 class RawParts:
-    """The raw rows of a batch split into partitions: Arrow IPC files `<table>-<k>-<slice>.arrow` in a scratch folder
-    (each slice of a file read by `split_batch` writes its rows of partition k to one file), every row with its
-    1-based file row (`features.contract.ROW`). Slices are numbered in file order, so a partition's files read in
-    name order give its rows in file order."""
+    """The raw rows of a batch split into partitions: Arrow IPC files `<table>-<k>-<run>.arrow` in a scratch folder
+    (each run of consecutive slices of a file appends its rows of partition k to one file, `_route_file`), every row
+    with its 1-based file row (`features.contract.ROW`). Runs are numbered in file order, so a partition's files read
+    in name order give its rows in file order."""
 
     folder: Path
     leads_schema: pl.Schema
@@ -541,16 +541,59 @@ class RawParts:
         return pl.concat([pl.read_ipc(f) for f in files], rechunk=False)
 
 
-def _write_partitions(folder: Path, table: str, piece: int, frame: pl.DataFrame) -> None:
-    """The rows of `frame` (slice `piece` of a file) to the partitions in its `_PART` column, one file each."""
-    for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items():
-        rows.write_ipc(folder / f"{table}-{k}-{piece:06d}.arrow", compression="uncompressed")
+class _PartWriters:
+    """Append rows to the partition files `<table>-<k>-<run>.arrow` of one run of consecutive slices of a file, one
+    Arrow IPC writer per partition."""
+
+    def __init__(self, folder: Path, table: str, run: int) -> None:
+        self.folder, self.table, self.run = folder, table, run
+        self._open: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+
+    def write(self, frame: pl.DataFrame) -> None:
+        """Rows of `frame` to the partition in its `_PART` column."""
+        for (k,), rows in frame.partition_by(_PART, as_dict=True, include_key=False).items():
+            arrow = rows.to_arrow()
+            writer = self._open.get(int(k))
+            if writer is None:
+                path = self.folder / f"{self.table}-{k}-{self.run:04d}.arrow"
+                writer = self._open[int(k)] = pa.ipc.new_file(str(path), arrow.schema)
+            writer.write_table(arrow)
+
+    def close(self) -> None:
+        for writer in self._open.values():
+            writer.close()
+        self._open.clear()
+
+
+def _route_file(frame: pl.LazyFrame, step: int, table: str, path: Path,
+                route: Callable[[pl.DataFrame], pl.DataFrame], scratch: Path) -> None:
+    """Every slice of a file, `route`d (given its `_PART` column) to its partitions' files in `scratch`. A Parquet
+    file's slices are cut in as many runs of consecutive slices as there are workers, each run read, routed and
+    appended by a thread of its own to files of its own (a partition's files in run order hold its rows in file
+    order; the files stay as many as partitions x workers, however big the batch); a CSV is read as one stream."""
+    slices = _parquet_slices(frame, step, table, path)
+    if slices is None:
+        runs: list[Iterable[Callable[[], pl.DataFrame]]] = [_batches(frame, step, path)]
+    else:
+        workers = max(1, min(score_workers(), len(slices)))
+        runs = [slices[i * len(slices) // workers:(i + 1) * len(slices) // workers] for i in range(workers)]
+
+    def run(i: int) -> None:
+        writers = _PartWriters(scratch, table, i)
+        try:
+            for read in runs[i]:
+                writers.write(route(read()))
+        finally:
+            writers.close()
+
+    for _ in in_order(run, range(len(runs)), len(runs)):
+        pass
 
 
 def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions: int, rows: tuple[int, int],
                 scratch: Path, leads_file: Path, events_file: Path | None) -> RawParts:
     """Split a batch into `partitions` partitions of consecutive leads file rows, each with its leads' events; every
-    row keeps its file row. Each file is read once, a slice at a time (`_in_order`).
+    row keeps its file row. Each file is read once, a slice at a time (`_route_file`).
 
     All copies of a lead id go to one partition, so the contract finds duplicates as it does in a whole file: the
     partition of the id's first copy not already set aside by the reader (a ragged CSV row), else of its first copy.
@@ -581,19 +624,15 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     moved = repeated.join(home, on=_KEY, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
         C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
     del ids, repeated, home
-    workers = score_workers()
 
-    def leads_parts(job: tuple[int, Callable[[], pl.DataFrame]]) -> None:
-        piece, read = job
-        frame = read().with_columns(own.alias(_PART))
+    def leads_parts(frame: pl.DataFrame) -> pl.DataFrame:
+        frame = frame.with_columns(own.alias(_PART))
         if moved.height:
             frame = frame.join(moved, on=C.ROW, how="left", maintain_order="left").with_columns(
                 pl.coalesce("_moved", _PART).alias(_PART)).drop("_moved")
-        _write_partitions(scratch, "leads", piece, frame)
+        return frame
 
-    # slices read, routed and written on `workers` threads; each writes its own files, so no order to keep
-    for _ in in_order(leads_parts, enumerate(_in_order(leads, n_leads, size, "leads", leads_file)), workers):
-        pass
+    _route_file(leads, size, "leads", leads_file, leads_parts, scratch)
     events_schema = None
     if events is not None and events_file is not None:
         events_schema = _numbered(events).collect_schema()
@@ -602,14 +641,11 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
         step = max(1, math.ceil(n_events / partitions))
         by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
 
-        def events_parts(job: tuple[int, Callable[[], pl.DataFrame]]) -> None:
-            piece, read = job
-            routed = read().with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
-            _write_partitions(scratch, "events", piece,
-                              routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY))
+        def events_parts(frame: pl.DataFrame) -> pl.DataFrame:
+            routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
+            return routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY)
 
-        for _ in in_order(events_parts, enumerate(_in_order(events, n_events, step, "events", events_file)), workers):
-            pass
+        _route_file(events, step, "events", events_file, events_parts, scratch)
     return RawParts(scratch, schema, events_schema)
 
 
@@ -618,16 +654,20 @@ def _numbered(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame if C.ROW in frame.collect_schema() else frame.with_row_index(C.ROW, offset=1)
 
 
-def _in_order(frame: pl.LazyFrame, rows: int, step: int, table: str, path: Path
-              ) -> Iterator[Callable[[], pl.DataFrame]]:
-    """The rows of a file in file order with their file row (`_numbered`), about `step` at a time, each slice as a
-    function that reads it (so slices can be read on several threads, `in_order`): slices of a Parquet file (polars
-    reads only their pages, where its streaming reader would decode every row group at once; numbered after
-    slicing, which polars cannot push a slice through), else polars' streaming batches, read one after another."""
-    if canonical_spec(table, path).format == "parquet" and C.ROW not in frame.collect_schema():
-        for start, length in _slices([g.num_rows for g in _row_groups(path)], step):
-            yield functools.partial(_read_slice, frame, start, length, path)
-        return
+def _parquet_slices(frame: pl.LazyFrame, step: int, table: str, path: Path) -> list[Callable[[], pl.DataFrame]] | None:
+    """A plain Parquet file's rows in file order with their file row, about `step` at a time, each slice a function
+    that reads it (so slices can be read on several threads): polars reads only their pages, where its streaming
+    reader would decode every row group at once; numbered after slicing, which polars cannot push a slice through.
+    None for any other file (`_batches`)."""
+    if canonical_spec(table, path).format != "parquet" or C.ROW in frame.collect_schema():
+        return None
+    return [functools.partial(_read_slice, frame, start, length, path)
+            for start, length in _slices([g.num_rows for g in _row_groups(path)], step)]
+
+
+def _batches(frame: pl.LazyFrame, step: int, path: Path) -> Iterator[Callable[[], pl.DataFrame]]:
+    """A file's rows in file order with their file row (`_numbered`), about `step` at a time, as polars' streaming
+    batches, read one after another."""
     try:
         for batch in _numbered(frame).collect_batches(chunk_size=step):
             yield functools.partial(_identity, batch)
