@@ -608,22 +608,24 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     size = math.ceil(n_leads / partitions)
     own = ((pl.col(C.ROW) - 1) // size).cast(pl.UInt32)
     pending = pl.col(C.REASON).is_null() if C.REASON in schema else pl.lit(True)
-    ids = _collect(numbered.select(C.ROW, C.lead_id_expr(schema[LEAD_ID]).alias(_ID), own.alias(_PART),
-                                pending.alias("_pending")), leads_file).filter(pl.col(_ID).is_not_null())
-    ids = ids.with_columns(pl.col(_ID).hash().alias(_KEY))
-    repeated = ids.filter(pl.col(_KEY).is_duplicated())
-    # No two ids of the file share a hash: the ids whose hash repeats are as many as their hashes.
-    by_hash = repeated[_ID].n_unique() == repeated[_KEY].n_unique()
-    if by_hash:
-        ids, repeated = ids.drop(_ID), repeated.drop(_ID)
-    else:
-        ids = ids.drop(_KEY).rename({_ID: _KEY})
-        repeated = ids.filter(pl.col(_KEY).is_duplicated())
+    lead_id = C.lead_id_expr(schema[LEAD_ID])
+    # The ids are hashed as they are read (the strings are never held: a batch of millions of leads); only the rows
+    # whose hash repeats are read again, to tell duplicates from two ids that share a hash.
+    ids = _collect(numbered.filter(lead_id.is_not_null()).select(
+        C.ROW, _id_hash(lead_id).alias(_KEY), own.alias(_PART), pending.alias("_pending")), leads_file)
+    repeated, single = _repeated(ids)
+    texts = _collect(numbered.filter(pl.col(C.ROW).is_in(repeated[C.ROW].implode())).select(
+        C.ROW, lead_id.alias(_ID)), leads_file) if repeated.height else pl.DataFrame({_ID: []}, schema={_ID: pl.String})
+    by_hash = texts[_ID].n_unique() == repeated[_KEY].n_unique()  # no two ids of the file share a hash
+    if not by_hash:  # then route by the ids themselves
+        ids = _collect(numbered.filter(lead_id.is_not_null()).select(
+            C.ROW, lead_id.alias(_KEY), own.alias(_PART), pending.alias("_pending")), leads_file)
+        repeated, single = _repeated(ids)
     home = repeated.group_by(_KEY).agg(pl.coalesce(pl.col(_PART).filter(pl.col("_pending")).min(), pl.col(_PART).min()))
-    homes = pl.concat([ids.filter(~pl.col(_KEY).is_duplicated()).select(_KEY, _PART), home])
+    homes = pl.concat([single.select(_KEY, _PART), home])
     moved = repeated.join(home, on=_KEY, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
         C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
-    del ids, repeated, home
+    del ids, repeated, single, home
 
     def leads_parts(frame: pl.DataFrame) -> pl.DataFrame:
         frame = frame.with_columns(own.alias(_PART))
@@ -637,7 +639,7 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     if events is not None and events_file is not None:
         events_schema = _numbered(events).collect_schema()
         lead_id = C.lead_id_expr(events_schema[LEAD_ID])
-        key = pl.when(lead_id.is_not_null()).then(lead_id.hash()) if by_hash else lead_id
+        key = pl.when(lead_id.is_not_null()).then(_id_hash(lead_id)) if by_hash else lead_id
         step = max(1, math.ceil(n_events / partitions))
         by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
 
@@ -647,6 +649,20 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
 
         _route_file(events, step, "events", events_file, events_parts, scratch)
     return RawParts(scratch, schema, events_schema)
+
+
+def _id_hash(lead_id: pl.Expr) -> pl.Expr:
+    """The 64-bit key a lead id is routed by (two ids that share one are routed by the ids themselves)."""
+    return lead_id.hash()
+
+
+def _repeated(ids: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rows whose `_KEY` repeats, and the others. The repeated keys are found by sorting (a hash table with a
+    slot per key, as `is_duplicated` builds, holds several times the ids' own size: 400 MB for 5M leads)."""
+    keys = ids[_KEY].sort()
+    twice = keys.filter(keys == keys.shift(1)).unique()
+    repeats = ids[_KEY].is_in(twice.implode())
+    return ids.filter(repeats), ids.filter(~repeats)
 
 
 def _numbered(frame: pl.LazyFrame) -> pl.LazyFrame:

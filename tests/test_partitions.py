@@ -142,11 +142,18 @@ def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_ord
     assert ragged["lead_id"][0] in pl.read_csv(tmp_path / "parts.csv")["lead_id"].to_list()
 
 
-def test_split_puts_every_copy_of_an_id_with_its_only_scorable_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hashed", ["distinct", "colliding"])
+def test_split_puts_every_copy_of_an_id_with_its_only_scorable_copy(tmp_path: Path, hashed: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Partitions of 2 rows. 'a' (rows 1, 6) and 'b' (rows 2, 3, 7) are duplicates: partition of the first copy.
     'c' (rows 4, 8): row 4 was set aside by the reader, so row 8, which can be scored, decides. Events follow their
-    lead; the unknown id and the missing one go by their own position (partitions of 2 events)."""
+    lead; the unknown id and the missing one go by their own position (partitions of 2 events). The same where every
+    id shares one hash: the split then routes by the ids themselves."""
+    from pipelines import score
     from pipelines.score import split_batch
+
+    if hashed == "colliding":
+        monkeypatch.setattr(score, "_id_hash", lambda lead_id: lead_id.str.len_bytes().cast(pl.UInt64))
 
     pl.DataFrame({
         "lead_id": ["a", "b", "b", "c", "d", "a", "b", "c"],
