@@ -140,8 +140,9 @@ def _timed(phases: dict[str, float]) -> None:
                     setattr(module, name, wrapped)
 
 
-def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
-    """`leadlift score` minus argument parsing: pipelines.score.score_file on the batch."""
+def run_leadlift(folder: Path, repo: Path, chunk_size: int | None = None) -> dict[str, Any]:
+    """`leadlift score` minus argument parsing: pipelines.score.score_file on the batch (its default chunk size
+    unless given)."""
     from rich.console import Console
 
     import pipelines.score
@@ -155,7 +156,8 @@ def run_leadlift(folder: Path, repo: Path) -> dict[str, Any]:
     t, c = time.perf_counter(), _cpu()
     report = score_file(folder / "leads.parquet", out, events=folder / "events.parquet",
                         as_of=datetime.fromisoformat(manifest["as_of"]), quarantine=folder / "scored.quarantine.csv",
-                        model=repo / "data" / "artifacts", console=Console(stderr=True, quiet=True))  # fmt: skip
+                        model=repo / "data" / "artifacts", console=Console(stderr=True, quiet=True),
+                        **({"chunk_size": chunk_size} if chunk_size else {}))  # fmt: skip
     return {"seconds": time.perf_counter() - t, "cpu_seconds": _cpu() - c,
             "phases": {phase: phases.get(phase, 0.0) for *_, phase in LEADLIFT_PHASES}, **report}
 
@@ -356,8 +358,8 @@ def batch_folder(leads: int, repo: Path, data_root: Path) -> tuple[Path, dict[st
     return folder, json.loads((folder / "manifest.json").read_text()), note
 
 
-def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_thread: bool = False
-               ) -> dict[str, Any]:
+def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_thread: bool = False,
+               chunk_size: int | None = None) -> dict[str, Any]:
     folder, manifest, note = batch_folder(leads, repo, data_root)
     print(f"\n== {manifest['leads']:,} new leads, {manifest['events']:,} events, as of {manifest['as_of']} "
           f"({note}: {folder}) ==")
@@ -413,6 +415,12 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
     print(f"ratio leadlift leads/s / peer leads/s: {ratio:.2f}x (aim >= 5x at 1M leads)")
     print(f"ratio leadlift time / floor time: {ours['seconds'] / floor['seconds']:.2f}x (aim <= 1.5x)"
           + (" [single thread]" if single_thread else ""))
+    if chunk_size:
+        big = measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo), "--chunk-size",
+                       str(chunk_size)], cwd=repo, env=thread_env)
+        print(f"leadlift with --chunk-size {chunk_size} (default 50000; a partition per chunk where two are scored "
+              f"at a time): {big['seconds']:.2f} s wall, peak RSS {big['peak_rss_gb']:.2f} GB; ratio to the peer "
+              f"{peer['seconds'] / big['seconds']:.2f}x, to the floor {big['seconds'] / floor['seconds']:.2f}x")
     own = floor["phases"]["calibrated probability + decision"]
     lgb_floor = floor["seconds"] - own + floor["lightgbm_predict_seconds"]
     print(f"    the issue's floor, predicting with LightGBM ({floor['lightgbm_predict_seconds']:.2f} s for the "
@@ -436,6 +444,8 @@ def main() -> None:
     ap = batch_options(__doc__, small="5k and 20k", full="100000 1000000")
     ap.add_argument("--single-thread", action="store_true",
                     help="hold numba, polars, OpenMP and BLAS to one thread in every measured child")
+    ap.add_argument("--chunk-size", type=int,
+                    help="also run leadlift with this --chunk-size (more memory, fewer chunks) and print that line")
     ap.add_argument("--child", choices=["batch", "leadlift", "floor", "peer"], help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--leads", type=int, help=argparse.SUPPRESS)
@@ -446,7 +456,7 @@ def main() -> None:
         if args.child == "batch":
             out = make_batch(args.dir, args.leads, args.repo)
         elif args.child == "leadlift":
-            out = run_leadlift(args.dir, args.repo)
+            out = run_leadlift(args.dir, args.repo, args.chunk_size)
         elif args.child == "floor":
             out = run_floor(args.dir, args.repo)
         else:
@@ -475,7 +485,8 @@ def main() -> None:
           + (f"dvc repro evaluate took {repro_seconds:.0f} s" if repro_seconds is not None else "reused")
           + f"); {train['best_iteration']} trees, {train['train_rows']:,} train rows; threshold score "
           f"{threshold.get('threshold_score')}; registered as models:/leadlift/{registry['version']}")
-    results = [bench_size(n, repo, int(registry["version"]), data_root, single_thread=args.single_thread)
+    results = [bench_size(n, repo, int(registry["version"]), data_root, single_thread=args.single_thread,
+                          chunk_size=args.chunk_size)
                for n in sizes]
     if len(results) > 1:
         a, b = results[0], results[-1]
