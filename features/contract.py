@@ -617,6 +617,9 @@ def validate(
     if outcomes is not None:
         tables.append(annotate_outcomes(outcomes, leads=status, time_format=fmts.get(CONVERTED_AT), limit=limit,
                                         origins=origins.get("outcomes"), file=files.get("outcomes")))
+    # Each table's annotation is computed once, not once for each of the summary, quarantine and clean rows below.
+    tables = [t if t is checked_leads else Checked(t.table, t.file, t.annotated.collect().lazy(), t.columns, t.parsed,
+                                                   t.timestamp) for t in tables]
     facts = {t.table: summary(t).collect().row(0, named=True) for t in tables}
     if events is not None:
         facts["events"]["other_event_types"] = other_summary(other_event_types(tables[1]).collect())[0]

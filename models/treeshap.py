@@ -37,8 +37,10 @@ processes load the compiled code from numba's cache next to this file.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,7 +51,7 @@ from numba import njit
 if TYPE_CHECKING:  # LightGBM is only needed to flatten a live booster, never to explain or predict.
     import lightgbm as lgb
 
-__all__ = ["TABLE_MAX_DEPTH", "TreeShap", "explain"]
+__all__ = ["TABLE_MAX_DEPTH", "TreeShap", "explain", "kernel_threads"]
 
 #: Leaves testing at most this many distinct features use a precomputed 2^d table (8 KiB at d = 10).
 TABLE_MAX_DEPTH = 10
@@ -215,10 +217,26 @@ class TreeShap:
         return out
 
 
+_KERNEL_THREADS: ContextVar[int | None] = ContextVar("leadlift_kernel_threads", default=None)
+
+
+@contextmanager
+def kernel_threads(n: int | None) -> Iterator[None]:
+    """The threads `margin` and `contributions` use by default in this thread (None: numba's count, all cores). A
+    caller that already runs several of them at once on threads of its own sets 1: more threads than cores only
+    adds switching."""
+    token = _KERNEL_THREADS.set(n)
+    try:
+        yield
+    finally:
+        _KERNEL_THREADS.reset(token)
+
+
 def _on_threads(run: Callable[[int], None], n_blocks: int, n_threads: int | None) -> None:
     """run(0..n_blocks-1) on a thread pool: the compiled kernels release the GIL, and blocks are handed out one at
-    a time, so the threads stay balanced (numba's own thread count by default: all cores)."""
-    workers = max(1, min(n_threads or numba.config.NUMBA_NUM_THREADS, n_blocks))  # type: ignore[attr-defined]
+    a time, so the threads stay balanced (by default `kernel_threads`, else numba's own count: all cores)."""
+    default = _KERNEL_THREADS.get() or numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    workers = max(1, min(n_threads or default, n_blocks))
     if workers == 1:
         for block in range(n_blocks):
             run(block)

@@ -208,6 +208,15 @@ def test_event_features_equal_a_recount_of_each_leads_events_before_t0() -> None
         assert lead[HIGH_INTENT_RECENCY] == (pytest.approx(min(high), rel=1e-12) if high else None)
 
 
+def test_features_come_one_row_per_lead_in_the_leads_order() -> None:
+    """Scoring takes the features in the order of its leads without a join (`pipelines.score.lead_features`): shuffled
+    leads, some without events, come back in their own order, one row each."""
+    leads, events, source = random_valued_batch(seed=7, leads=3000, events=20_000)
+    shuffled = leads.collect().sample(fraction=1.0, shuffle=True, seed=2)
+    out = build_features(shuffled.lazy(), events, source, observation_days=OBS, windows=[7, 30]).collect()
+    assert out["lead_id"].to_list() == shuffled["lead_id"].to_list()
+
+
 def test_summed_event_values_are_the_same_bits_run_after_run() -> None:
     """A float sum depends on the order it adds in; the parallel group-by must not decide it."""
     leads, events, source = random_valued_batch(seed=5, leads=50, events=60_000)

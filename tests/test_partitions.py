@@ -96,6 +96,35 @@ def test_partitions_scored_one_at_a_time_write_the_bytes_of_two_at_a_time(pipeli
         assert score_workers() == 2  # so the in-process run above scored two partitions at a time
 
 
+def test_a_big_batch_scored_as_it_is_checked_is_refused_and_warned_as_a_whole_one(
+    pipeline_repo: Path, messy: Path, tmp_path: Path
+) -> None:
+    """With an explicit as-of time, partitions are scored as soon as they are checked, before the batch's refusals
+    can be decided: a batch that lacks a model input is still refused with the whole file's words, and the output
+    already there is left as it was, with no temporary behind; allowed, it gets the whole file's warnings and
+    report."""
+    from pipelines.io import BadInput
+
+    pl.read_parquet(messy / "leads.parquet").drop("buying_timeline").write_parquet(tmp_path / "leads.parquet")
+    leads, events, as_of = tmp_path / "leads.parquet", messy / "events.parquet", datetime(2026, 3, 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "parts.parquet").write_bytes(b"old scores")
+    refusals = {}
+    for name, kw in {"whole": {}, "parts": {"partition_leads": 400}}.items():
+        with pytest.raises(BadInput) as refused:
+            score(pipeline_repo, leads, events, out / f"{name}.parquet", as_of=as_of, **kw)
+        refusals[name] = str(refused.value)
+    assert refusals["parts"] == refusals["whole"] and "buying_timeline" in refusals["parts"]
+    assert sorted(p.name for p in out.iterdir()) == ["parts.parquet"]
+    assert (out / "parts.parquet").read_bytes() == b"old scores"
+
+    allowed = {name: score(pipeline_repo, leads, events, out / f"{name}.parquet", as_of=as_of, allow_missing=True,
+                           **kw) for name, kw in {"whole": {}, "parts": {"partition_leads": 400}}.items()}
+    assert allowed["parts"]["warnings"] and same_run(allowed["parts"], allowed["whole"])
+    assert (out / "parts.parquet").read_bytes() == (out / "whole.parquet").read_bytes()
+
+
 def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_order(
     pipeline_repo: Path, messy: Path, messy_csv: Path, tmp_path: Path
 ) -> None:
@@ -113,11 +142,18 @@ def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_ord
     assert ragged["lead_id"][0] in pl.read_csv(tmp_path / "parts.csv")["lead_id"].to_list()
 
 
-def test_split_puts_every_copy_of_an_id_with_its_only_scorable_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize("hashed", ["distinct", "colliding"])
+def test_split_puts_every_copy_of_an_id_with_its_only_scorable_copy(tmp_path: Path, hashed: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Partitions of 2 rows. 'a' (rows 1, 6) and 'b' (rows 2, 3, 7) are duplicates: partition of the first copy.
     'c' (rows 4, 8): row 4 was set aside by the reader, so row 8, which can be scored, decides. Events follow their
-    lead; the unknown id and the missing one go by their own position (partitions of 2 events)."""
+    lead; the unknown id and the missing one go by their own position (partitions of 2 events). The same where every
+    id shares one hash: the split then routes by the ids themselves."""
+    from pipelines import score
     from pipelines.score import split_batch
+
+    if hashed == "colliding":
+        monkeypatch.setattr(score, "_id_hash", lambda lead_id: lead_id.str.len_bytes().cast(pl.UInt64))
 
     pl.DataFrame({
         "lead_id": ["a", "b", "b", "c", "d", "a", "b", "c"],

@@ -361,3 +361,20 @@ def test_predicting_and_explaining_never_import_lightgbm() -> None:
     code = ("import sys, numpy as np; from models.treeshap import TreeShap; "
             "assert 'lightgbm' not in sys.modules and 'sklearn' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_kernels_held_to_one_thread_give_the_bits_of_all_threads() -> None:
+    """`kernel_threads(1)` (set by a caller scoring partitions on threads of its own) changes how many threads run the
+    blocks, never a bit of the margin or the contributions; it holds only inside its block."""
+    from models.treeshap import _KERNEL_THREADS, kernel_threads
+
+    X, y = _numeric_with_nans(seed=3, n=5000)
+    ts = TreeShap.from_booster(_train(X, y))
+    X = np.vstack([X] * 4)  # several blocks
+    everywhere = ts.margin(X), ts.contributions(X)
+    with kernel_threads(1):
+        assert _KERNEL_THREADS.get() == 1
+        alone = ts.margin(X), ts.contributions(X)
+    assert _KERNEL_THREADS.get() is None
+    for a, b in zip(everywhere, alone, strict=True):
+        assert np.array_equal(a, b)
