@@ -852,7 +852,15 @@ def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chu
             return list(scored(clean))
 
     for frames in in_order(all_of, loaded.parts, workers):
-        yield from frames
+        yield from _handed_on(frames)
+
+
+def _handed_on(frames: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    """The frames of a list, each let go of as it is handed on: a scored partition's chunks are not all held until
+    the next partition comes."""
+    frames.reverse()
+    while frames:
+        yield frames.pop()
 
 
 # ---------------------------------------------------------------- features, score, notes
@@ -1059,7 +1067,7 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
             checks: list[Checked] = []
             for checked, frames in parted.check_and_score(score):
                 checks.append(checked)
-                for scored in frames:
+                for scored in _handed_on(frames):
                     write(scored, out_tmp, progress, task)
                 progress.advance(task, int(checked.counts["leads"]["quarantined"]))
             writer.close(out_tmp)
