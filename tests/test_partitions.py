@@ -125,14 +125,16 @@ def test_a_big_batch_scored_as_it_is_checked_is_refused_and_warned_as_a_whole_on
     assert (out / "parts.parquet").read_bytes() == (out / "whole.parquet").read_bytes()
 
 
+@pytest.mark.parametrize("as_of", [None, datetime(2026, 3, 20)], ids=["newest-event", "explicit"])
 def test_a_ragged_csv_row_does_not_take_its_ids_later_whole_copy_out_of_file_order(
-    pipeline_repo: Path, messy: Path, messy_csv: Path, tmp_path: Path
+    pipeline_repo: Path, messy: Path, messy_csv: Path, tmp_path: Path, as_of: datetime | None
 ) -> None:
     """The ragged row is quarantined by the reader; the id's other copy is then not a duplicate and is scored where
-    it stands in the file, in whichever partition the id's copies were put."""
+    it stands in the file, in whichever partition the id's copies were put (a CSV is split as one stream; with an
+    explicit as-of time each partition is scored as it is checked)."""
     leads, events = messy_csv, messy / "events.parquet"
-    whole = score(pipeline_repo, leads, events, tmp_path / "whole.csv")
-    parts = score(pipeline_repo, leads, events, tmp_path / "parts.csv", partition_leads=300)
+    whole = score(pipeline_repo, leads, events, tmp_path / "whole.csv", as_of=as_of)
+    parts = score(pipeline_repo, leads, events, tmp_path / "parts.csv", partition_leads=300, as_of=as_of)
     assert (tmp_path / "parts.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     assert (tmp_path / "parts.quarantine.csv").read_bytes() == (tmp_path / "whole.quarantine.csv").read_bytes()
     assert same_run(parts, whole)
