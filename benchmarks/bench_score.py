@@ -415,18 +415,18 @@ def bench_size(leads: int, repo: Path, version: int, data_root: Path, *, single_
     print(f"ratio leadlift leads/s / peer leads/s: {ratio:.2f}x (aim >= 5x at 1M leads)")
     print(f"ratio leadlift time / floor time: {ours['seconds'] / floor['seconds']:.2f}x (aim <= 1.5x)"
           + (" [single thread]" if single_thread else ""))
-    if chunk_size:
-        big = measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo), "--chunk-size",
-                       str(chunk_size)], cwd=repo, env=thread_env)
-        print(f"leadlift with --chunk-size {chunk_size} (default 50000; a partition per chunk where two are scored "
-              f"at a time): {big['seconds']:.2f} s wall, peak RSS {big['peak_rss_gb']:.2f} GB; ratio to the peer "
-              f"{peer['seconds'] / big['seconds']:.2f}x, to the floor {big['seconds'] / floor['seconds']:.2f}x")
     own = floor["phases"]["calibrated probability + decision"]
     lgb_floor = floor["seconds"] - own + floor["lightgbm_predict_seconds"]
     print(f"    the issue's floor, predicting with LightGBM ({floor['lightgbm_predict_seconds']:.2f} s for the "
           f"{floor['rows']:,} rows, the same doubles; leadlift's predictor takes {own:.2f} s with the decision): "
           f"{lgb_floor:.2f} s, ratio {ours['seconds'] / lgb_floor:.2f}x. The line above, with leadlift's own "
           "predictor, is the stricter floor and the one to read.")
+    if chunk_size:
+        big = measure(["--child", "leadlift", "--dir", str(folder), "--repo", str(repo), "--chunk-size",
+                       str(chunk_size)], cwd=repo, env=thread_env)
+        print(f"leadlift with --chunk-size {chunk_size} (default 50000; a partition per chunk where two are scored "
+              f"at a time): {big['seconds']:.2f} s wall, peak RSS {big['peak_rss_gb']:.2f} GB; ratio to the peer "
+              f"{peer['seconds'] / big['seconds']:.2f}x, to the floor {big['seconds'] / floor['seconds']:.2f}x")
     return {"leads": n, "ours": ours, "peer": peer, "floor": floor}
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -611,15 +611,13 @@ def validate(
     status = lead_ids(annotated)
     tables = [checked_leads]
     if events is not None:
-        tables.append(annotate_events(events, leads=status, time_format=fmts.get(OCCURRED_AT), limit=limit,
-                                      origins=origins.get("events"), file=files.get("events"),
-                                      event_types=event_types))
+        tables.append(_collected(annotate_events(events, leads=status, time_format=fmts.get(OCCURRED_AT), limit=limit,
+                                                 origins=origins.get("events"), file=files.get("events"),
+                                                 event_types=event_types)))
     if outcomes is not None:
-        tables.append(annotate_outcomes(outcomes, leads=status, time_format=fmts.get(CONVERTED_AT), limit=limit,
-                                        origins=origins.get("outcomes"), file=files.get("outcomes")))
-    # Each table's annotation is computed once, not once for each of the summary, quarantine and clean rows below.
-    tables = [t if t is checked_leads else Checked(t.table, t.file, t.annotated.collect().lazy(), t.columns, t.parsed,
-                                                   t.timestamp) for t in tables]
+        tables.append(_collected(annotate_outcomes(outcomes, leads=status, time_format=fmts.get(CONVERTED_AT),
+                                                   limit=limit, origins=origins.get("outcomes"),
+                                                   file=files.get("outcomes"))))
     facts = {t.table: summary(t).collect().row(0, named=True) for t in tables}
     if events is not None:
         facts["events"]["other_event_types"] = other_summary(other_event_types(tables[1]).collect())[0]
@@ -638,6 +636,12 @@ def validate(
         max_timestamp=max(newest) if newest else None,
         facts={t.table: {"file": t.file, "parsed": t.parsed, "summary": facts[t.table]} for t in tables},
     )
+
+
+def _collected(table: Checked) -> Checked:
+    """The table with its annotation computed once: `validate` reads it for the summary, the other event types, the
+    quarantine and the clean rows, each of which would otherwise compute it again."""
+    return replace(table, annotated=table.annotated.collect().lazy())
 
 
 def merge_facts(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

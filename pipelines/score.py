@@ -347,8 +347,14 @@ def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as
         parted = partition_batch(opened, source, as_of, spec=spec, scratch=scratch, partition_leads=partition_leads)
         if parted is not None:
             return parted.check_all()
+    return load_whole(opened, source, as_of, spec=spec)
+
+
+def load_whole(opened: Opened, source: dict[str, Any], as_of: datetime | None, *, spec: dict[str, Any] | None
+               ) -> Loaded:
+    """An opened batch read and checked whole, in memory (`check_part`)."""
+    leads_path, events_file = opened.leads_file, opened.events_file
     raw = _collect(opened.leads, leads_path)
-    events_file = opened.events_file
     events_raw = _collect(opened.events, events_file) if opened.events is not None and events_file else None
     part = check_part(raw, events_raw, source, leads_file=leads_path, events_file=events_file, as_of=as_of)
     batch = part.batch
@@ -417,7 +423,7 @@ def partition_batch(opened: Opened, source: dict[str, Any], as_of: datetime | No
     raw = split_batch(leads, events, partitions=partitions, rows=(n_leads, n_events), scratch=folder,
                       leads_file=leads_path, events_file=events_file)
     return Partitioned(raw, partitions, source, leads_path, events_file, as_of, now, shape.missing_optional, spec,
-                       folder, opened.read, n_leads)
+                       opened.read, n_leads)
 
 
 @dataclass(frozen=True)
@@ -447,7 +453,6 @@ class Partitioned:
     now: datetime
     absent: list[str]
     spec: dict[str, Any] | None
-    scratch: Path
     read: dict[str, dict[str, Any]]
     rows_in: int
 
@@ -463,11 +468,11 @@ class Partitioned:
         """Every partition checked, as many at a time as are scored at a time, its clean rows kept in scratch."""
         def kept(k: int) -> tuple[Checked, Clean]:
             checked, batch = self.check(k)
-            leads = self.scratch / f"clean-leads-{k}.arrow"
+            leads = self.raw.folder / f"clean-leads-{k}.arrow"
             batch.leads.write_ipc(leads)
             events = None
             if batch.events is not None:
-                events = self.scratch / f"clean-events-{k}.arrow"
+                events = self.raw.folder / f"clean-events-{k}.arrow"
                 batch.events.write_ipc(events)
             return checked, Clean(leads, events)
 
@@ -483,14 +488,11 @@ class Partitioned:
             raise ValueError("check_and_score needs the as-of time: use check_all without one")
         at = utc(self.as_of)
 
-        workers = score_workers()
-
         def scored(k: int) -> tuple[Checked, list[pl.DataFrame]]:
             checked, batch = self.check(k)
-            with kernel_threads(1 if workers > 1 else None):  # the partitions are the threads
-                return checked, score(Part(batch, self.absent, at, _events_lazy(batch.events)))
+            return checked, score(Part(batch, self.absent, at, _events_lazy(batch.events)))
 
-        yield from in_order(scored, range(self.partitions), workers)
+        yield from in_order(scored, range(self.partitions), score_workers())
 
     def loaded(self, checks: list[Checked], parts: list[Clean]) -> Loaded:
         """What the partitions found merged into what the whole file holds (`features.contract.merge_table_facts`):
@@ -573,16 +575,17 @@ def _route_file(frame: pl.LazyFrame, step: int, table: str, path: Path,
     order; the files stay as many as partitions x workers, however big the batch); a CSV is read as one stream."""
     slices = _parquet_slices(frame, step, table, path)
     if slices is None:
-        runs: list[Iterable[Callable[[], pl.DataFrame]]] = [_batches(frame, step, path)]
+        runs: list[Iterable[pl.DataFrame]] = [_batches(frame, step, path)]
     else:
         workers = max(1, min(score_workers(), len(slices)))
-        runs = [slices[i * len(slices) // workers:(i + 1) * len(slices) // workers] for i in range(workers)]
+        runs = [(read() for read in slices[i * len(slices) // workers:(i + 1) * len(slices) // workers])
+                for i in range(workers)]  # each run's slices read by the thread that iterates it
 
     def run(i: int) -> None:
         writers = _PartWriters(scratch, table, i)
         try:
-            for read in runs[i]:
-                writers.write(route(read()))
+            for rows in runs[i]:
+                writers.write(route(rows))
         finally:
             writers.close()
 
@@ -609,23 +612,28 @@ def split_batch(leads: pl.LazyFrame, events: pl.LazyFrame | None, *, partitions:
     own = ((pl.col(C.ROW) - 1) // size).cast(pl.UInt32)
     pending = pl.col(C.REASON).is_null() if C.REASON in schema else pl.lit(True)
     lead_id = C.lead_id_expr(schema[LEAD_ID])
+
+    def keyed(key: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(rows whose key repeats, the others): file row, key, own partition, whether the reader kept the row."""
+        ids = _collect(numbered.filter(lead_id.is_not_null()).select(
+            C.ROW, key.alias(_KEY), own.alias(_PART), pending.alias("_pending")), leads_file)
+        return _repeated(ids)
+
     # The ids are hashed as they are read (the strings are never held: a batch of millions of leads); only the rows
     # whose hash repeats are read again, to tell duplicates from two ids that share a hash.
-    ids = _collect(numbered.filter(lead_id.is_not_null()).select(
-        C.ROW, _id_hash(lead_id).alias(_KEY), own.alias(_PART), pending.alias("_pending")), leads_file)
-    repeated, single = _repeated(ids)
-    texts = _collect(numbered.filter(pl.col(C.ROW).is_in(repeated[C.ROW].implode())).select(
-        C.ROW, lead_id.alias(_ID)), leads_file) if repeated.height else pl.DataFrame({_ID: []}, schema={_ID: pl.String})
-    by_hash = texts[_ID].n_unique() == repeated[_KEY].n_unique()  # no two ids of the file share a hash
+    repeated, single = keyed(_id_hash(lead_id))
+    by_hash = True
+    if repeated.height:
+        again = numbered.filter(pl.col(C.ROW).is_in(repeated[C.ROW].implode()))
+        texts = _collect(again.select(lead_id.alias(_ID)), leads_file)
+        by_hash = texts[_ID].n_unique() == repeated[_KEY].n_unique()  # no two ids of the file share a hash
     if not by_hash:  # then route by the ids themselves
-        ids = _collect(numbered.filter(lead_id.is_not_null()).select(
-            C.ROW, lead_id.alias(_KEY), own.alias(_PART), pending.alias("_pending")), leads_file)
-        repeated, single = _repeated(ids)
+        repeated, single = keyed(lead_id)
     home = repeated.group_by(_KEY).agg(pl.coalesce(pl.col(_PART).filter(pl.col("_pending")).min(), pl.col(_PART).min()))
     homes = pl.concat([single.select(_KEY, _PART), home])
     moved = repeated.join(home, on=_KEY, suffix="_home").filter(pl.col(_PART) != pl.col(f"{_PART}_home")).select(
         C.ROW, pl.col(f"{_PART}_home").alias("_moved"))
-    del ids, repeated, single, home
+    del repeated, single, home
 
     def leads_parts(frame: pl.DataFrame) -> pl.DataFrame:
         frame = frame.with_columns(own.alias(_PART))
@@ -687,22 +695,17 @@ def _parquet_slices(frame: pl.LazyFrame, step: int, table: str, path: Path) -> l
             for start, length in _slices([g.num_rows for g in _row_groups(path)], step)]
 
 
-def _batches(frame: pl.LazyFrame, step: int, path: Path) -> Iterator[Callable[[], pl.DataFrame]]:
+def _batches(frame: pl.LazyFrame, step: int, path: Path) -> Iterator[pl.DataFrame]:
     """A file's rows in file order with their file row (`_numbered`), about `step` at a time, as polars' streaming
     batches, read one after another."""
     try:
-        for batch in _numbered(frame).collect_batches(chunk_size=step):
-            yield functools.partial(_identity, batch)
+        yield from _numbered(frame).collect_batches(chunk_size=step)
     except (pl.exceptions.ComputeError, pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError) as e:
         raise BadInput(path, f"cannot be read: {safe_message(e)}") from None
 
 
 def _read_slice(frame: pl.LazyFrame, start: int, length: int, path: Path) -> pl.DataFrame:
     return _collect(frame.slice(start, length), path).with_row_index(C.ROW, offset=start + 1)
-
-
-def _identity(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame
 
 
 def _row_groups(path: Path) -> list[pq.RowGroupMetaData]:
@@ -838,21 +841,27 @@ def scored_parts(bundle: Bundle, loaded: Loaded, *, catalog: dict[str, Any], chu
     at a time on a machine with two cores or more (features, predictor, TreeSHAP and much of the notes run in
     polars, numpy and numba, which release the GIL), and handed on in order; one at a time otherwise."""
     workers = max(1, min(score_workers(), len(loaded.parts)))
-    size = max(1, chunk_size // workers)  # chunks 1/workers the size: the same memory in all
-
-    def scored(clean: Clean) -> Iterator[pl.DataFrame]:
-        return score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog, chunk_size=size)
-
     if workers == 1:
         for clean in loaded.parts:
-            yield from scored(clean)
+            yield from score_part(bundle, clean.part(loaded.absent, loaded.as_of), catalog=catalog,
+                                  chunk_size=chunk_size)
         return
-    def all_of(clean: Clean) -> list[pl.DataFrame]:
-        with kernel_threads(1):  # the partitions are the threads
-            return list(scored(clean))
-
-    for frames in in_order(all_of, loaded.parts, workers):
+    score = partition_scorer(bundle, catalog=catalog, chunk_size=chunk_size, workers=workers)
+    for frames in in_order(lambda clean: score(clean.part(loaded.absent, loaded.as_of)), loaded.parts, workers):
         yield from _handed_on(frames)
+
+
+def partition_scorer(bundle: Bundle, *, catalog: dict[str, Any], chunk_size: int, workers: int
+                     ) -> Callable[[Part], list[pl.DataFrame]]:
+    """A part scored whole (`score_part`) by one of `workers` threads that score parts at a time: in chunks
+    1/workers the size (the same memory in all), the kernels on one thread each (the parts are the threads)."""
+    size = max(1, chunk_size // workers)
+
+    def score(part: Part) -> list[pl.DataFrame]:
+        with kernel_threads(1 if workers > 1 else None):
+            return list(score_part(bundle, part, catalog=catalog, chunk_size=size))
+
+    return score
 
 
 def _handed_on(frames: list[pl.DataFrame]) -> Iterator[pl.DataFrame]:
@@ -1028,9 +1037,11 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
         parted = partition_batch(opened, source, as_of, spec=bundle.spec, scratch=scratch,
                                  partition_leads=partition_leads)
         if parted is None:
-            loaded = load_batch(leads_path, events, source, as_of, encoding=encoding, spec=bundle.spec)
+            loaded = load_whole(opened, source, as_of, spec=bundle.spec)
         elif as_of is None:
             loaded = parted.check_all()  # the as-of time is the newest clean timestamp: every check first
+    # A big batch with an explicit as-of time: each partition scored as it is checked, the batch decided after.
+    fused = parted if parted is not None and as_of is not None else None
     catalog = load_catalog()
     writer = _Writer(outputs.out, chunk_size)
     tally = {"sql": 0, "scored": 0}
@@ -1051,27 +1062,23 @@ def _score(bundle: Bundle, bundle_dir: Path, outputs: Outputs, *, leads_path: Pa
         warn_or_refuse(warnings, refusals, allow_missing=allow_missing, console=console)
         return gaps, warnings
 
-    if parted is None or as_of is None:
+    if fused is None:
         gaps, warnings = decide(loaded)
     # features -> score -> write, as one transaction; partitions in file order, so rows come out in input order
     with atomic_paths(outputs.quarantine, outputs.report, outputs.out) as (q_tmp, report_tmp, out_tmp), Progress(
             TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
             transient=True) as progress:
-        if parted is not None and as_of is not None:
-            task = progress.add_task("score", total=parted.rows_in)
-            size = max(1, chunk_size // score_workers())  # two partitions at a time: chunks half the size
-
-            def score(part: Part) -> list[pl.DataFrame]:
-                return list(score_part(bundle, part, catalog=catalog, chunk_size=size))
-
+        if fused is not None:
+            task = progress.add_task("score", total=fused.rows_in)
+            score = partition_scorer(bundle, catalog=catalog, chunk_size=chunk_size, workers=score_workers())
             checks: list[Checked] = []
-            for checked, frames in parted.check_and_score(score):
+            for checked, frames in fused.check_and_score(score):
                 checks.append(checked)
                 for scored in _handed_on(frames):
                     write(scored, out_tmp, progress, task)
                 progress.advance(task, int(checked.counts["leads"]["quarantined"]))
             writer.close(out_tmp)
-            loaded = parted.loaded(checks, [])
+            loaded = fused.loaded(checks, [])
             gaps, warnings = decide(loaded)  # refused: nothing is written, the temporary output goes
         else:
             task = progress.add_task("score", total=loaded.scored)
