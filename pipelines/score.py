@@ -54,7 +54,7 @@ from features.schema import CREATED_AT, EVENT_TYPE, LEAD_ID, OCCURRED_AT, utc
 from features.spec import input_gaps, merge_gaps, to_matrix
 from models.bundle import MANIFEST, SQL, Bundle
 from models.handoff import build_notes, note_values
-from models.notes import NoteTemplates, compile_templates, notes_markdown
+from models.notes import NoteTemplates, compile_templates, notes_markdown, spread_index
 from models.treeshap import kernel_threads
 from pipelines.bundle import load_bundle, load_bundle_dir, resolve_bundle_dir
 from pipelines.explain import load_catalog
@@ -910,12 +910,10 @@ def score_chunk(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as
     out = pl.DataFrame({LEAD_ID: feats[LEAD_ID].cast(pl.String), "probability": p.astype(np.float64),
                         "score": bundle.score(p).astype(np.int64),
                         "percentile": bundle.percentile(p).astype(np.float64), "decision": decision.astype(str)})
-    at = np.full(len(p), len(sql), dtype=np.int64)
-    at[sql] = np.arange(len(sql))
     padded = notes.select([(pl.col(c) if c in notes.columns else pl.lit(None)).cast(dtype).alias(c)
                            for c, dtype in OUTPUT_SCHEMA.items() if c not in out.columns])
-    padded = pl.concat([padded, padded.clear(1)])
-    return pl.concat([out, padded[at]], how="horizontal").select(list(OUTPUT_SCHEMA))
+    spread = padded.select(pl.all().gather(pl.lit(spread_index(len(p), sql))))  # notes on the SQL rows, else null
+    return pl.concat([out, spread], how="horizontal").select(list(OUTPUT_SCHEMA))
 
 
 @dataclass(frozen=True)
