@@ -25,7 +25,8 @@ to one thread (numba, polars, OpenMP, BLAS) to show what the second core buys:
   checks, no notes, no output. leadlift's time over the floor's is what checks, flat memory, reasons, notes and
   writing cost. The issue's floor predicted with LightGBM: its `predict` is timed too (same doubles, asserted) and
   that floor printed beside, but leadlift's own predictor is several times faster, so the floor with it is the
-  stricter one and the ratio the benchmark reports.
+  stricter one and the ratio the benchmark reports. Like leadlift's, its child imports `pipelines` before polars,
+  so both run with the allocator settings every leadlift process has (pipelines/__init__.py).
 
 Printed: leads/s of each, the ratios leadlift / peer and leadlift / floor, the phases of each (leadlift's are timed
 by wrapping its functions in the child), CPU seconds and the load average around each child (the machine may be
@@ -35,6 +36,7 @@ shared), and peak RSS at each size (is it flat?). Timings are printed, never ass
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -181,7 +183,9 @@ def batch_features(folder: Path, spec: dict[str, Any], as_of: datetime) -> Any:
 def run_floor(folder: Path, repo: Path) -> dict[str, Any]:
     """The floor of the job: read + `build_features` + the bundle's calibrated probability and decision + its exact
     SHAP values on the SQL rows, by the same `Bundle` methods leadlift scores with. No contract checks, no notes, no
-    output, the whole batch at once: what no scorer can do without."""
+    output, the whole batch at once: what no scorer can do without. It runs with the allocator settings of every
+    leadlift process (`pipelines/__init__.py`, imported first, as leadlift's own child does)."""
+    importlib.import_module("pipelines")  # before polars, as in every leadlift process
     import numpy as np
 
     from features.spec import to_matrix
