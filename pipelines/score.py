@@ -925,12 +925,8 @@ def score_rows(bundle: Bundle, leads: pl.DataFrame, events: pl.LazyFrame, *, as_
 def noted(bundle: Bundle, scored: list[Unwritten], templates: NoteTemplates) -> Iterator[pl.DataFrame]:
     """The scored chunks with their notes, rendered for all their SQL rows at once: a render costs about 25 ms
     however few its rows (some 180 polars calls), so fewer, bigger renders save that much a chunk."""
-    if len(scored) == 1:
-        one = scored[0]
-        notes = build_notes(bundle, one.values, one.X, templates, contact=one.contact)
-    else:
-        notes = build_notes(bundle, pl.concat([c.values for c in scored]), np.concatenate([c.X for c in scored]),
-                            templates, contact=pl.concat([c.contact for c in scored]))
+    notes = build_notes(bundle, pl.concat([c.values for c in scored]), np.concatenate([c.X for c in scored]),
+                        templates, contact=pl.concat([c.contact for c in scored]))
     padded = notes.select([(pl.col(c) if c in notes.columns else pl.lit(None)).cast(dtype).alias(c)
                            for c, dtype in OUTPUT_SCHEMA.items() if c not in scored[0].out.columns])
     start = 0

@@ -73,6 +73,33 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)] == []  # the scratch folder is gone
 
 
+def test_notes_written_for_several_chunks_at_once_are_those_of_one_chunk_at_a_time(
+    pipeline_repo: Path, messy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`score_part` renders the notes of several chunks in one call (a render has a fixed cost): every scored row,
+    note and reason is what scoring each chunk alone (`score_chunk`) gives, in the same order."""
+    import pipelines.score as S
+    from pipelines.bundle import load_bundle_dir
+    from pipelines.explain import load_catalog
+
+    bundle = load_bundle_dir(pipeline_repo / "data" / "artifacts")
+    leads, events = messy / "leads.parquet", messy / "events.parquet"
+    part = S.check_part(pl.read_parquet(leads), pl.read_parquet(events), S.source_of(bundle), leads_file=leads,
+                        events_file=events, as_of=datetime(2026, 3, 20))
+    catalog, size = load_catalog(), 250
+    renders: list[int] = []
+    build = S.build_notes
+    monkeypatch.setattr(S, "build_notes", lambda *a, **k: renders.append(a[1].height) or build(*a, **k))
+    together = pl.concat(list(S.score_part(bundle, part, catalog=catalog, chunk_size=size)))
+    chunks = list(S.chunks(part.batch.leads, size))
+    assert 1 < len(renders) < len(chunks)  # several chunks' notes in one render, and more than one render
+    assert together.height == part.batch.leads.height and together["note"].drop_nulls().len() == sum(renders)
+    mine = [part.events.filter(pl.col("lead_id").is_in(rows["lead_id"].implode())) for rows in chunks]
+    alone = pl.concat([S.score_chunk(bundle, rows, events, as_of=part.as_of, catalog=catalog)
+                       for rows, events in zip(chunks, mine, strict=True)])
+    assert together.equals(alone)
+
+
 def test_partitions_scored_one_at_a_time_write_the_bytes_of_two_at_a_time(pipeline_repo: Path, messy: Path,
                                                                           tmp_path: Path) -> None:
     """Held to one thread (POLARS_MAX_THREADS=1), `leadlift score` checks and scores one partition at a time; the
