@@ -76,8 +76,9 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
 def test_notes_written_for_several_chunks_at_once_are_those_of_one_chunk_at_a_time(
     pipeline_repo: Path, messy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`score_part` renders the notes of several chunks in one call (a render has a fixed cost): every scored row,
-    note and reason is what scoring each chunk alone (`score_chunk`) gives, in the same order."""
+    """`score_part` renders the notes of consecutive chunks in one call while their SQL rows fit `notes_rows` (a
+    render has a fixed cost): every scored row, note and reason is what scoring each chunk alone (`score_chunk`)
+    gives, in the same order."""
     import pipelines.score as S
     from pipelines.bundle import load_bundle_dir
     from pipelines.explain import load_catalog
@@ -90,9 +91,9 @@ def test_notes_written_for_several_chunks_at_once_are_those_of_one_chunk_at_a_ti
     renders: list[int] = []
     build = S.build_notes
     monkeypatch.setattr(S, "build_notes", lambda *a, **k: renders.append(a[1].height) or build(*a, **k))
-    together = pl.concat(list(S.score_part(bundle, part, catalog=catalog, chunk_size=size)))
+    together = pl.concat(list(S.score_part(bundle, part, catalog=catalog, chunk_size=size, notes_rows=size)))
     chunks = list(S.chunks(part.batch.leads, size))
-    assert 1 < len(renders) < len(chunks)  # several chunks' notes in one render, and more than one render
+    assert 1 < len(renders) < len(chunks) and max(renders) <= size  # some renders hold several chunks, none too many
     assert together.height == part.batch.leads.height and together["note"].drop_nulls().len() == sum(renders)
     mine = [part.events.filter(pl.col("lead_id").is_in(rows["lead_id"].implode())) for rows in chunks]
     alone = pl.concat([S.score_chunk(bundle, rows, events, as_of=part.as_of, catalog=catalog)
