@@ -91,10 +91,6 @@ WARN_MISSING_EXCESS = 0.05
 PARTITION_LEADS = 100_000
 #: Events per partition: a batch with many events per lead is cut finer.
 PARTITION_EVENTS = 1_000_000
-#: SQL rows whose notes are rendered together, at most (`score_part`): the two 25k-lead chunks of a partition scored
-#: on one of two threads share a render (a render costs ~25 ms however few its rows), a 50k-lead chunk on one thread
-#: renders alone, so the memory of a render stays that of one chunk's notes.
-NOTES_ROWS = 25_000
 
 
 def source_of(bundle: Bundle) -> dict[str, Any]:
@@ -980,17 +976,20 @@ def check_part(raw: pl.DataFrame, events: pl.DataFrame | None, source: dict[str,
 
 
 def score_part(bundle: Bundle, part: Part, *, catalog: dict[str, Any], chunk_size: int,
-               notes_rows: int = NOTES_ROWS) -> Iterator[pl.DataFrame]:
+               notes_rows: int | None = None) -> Iterator[pl.DataFrame]:
     """Scored leads of a checked part, chunk by chunk, in input order (one machine's whole batch, or a Spark bucket).
     The note templates are compiled once for the part, and the notes of consecutive chunks written together
-    (`noted`) as long as their SQL rows stay within `notes_rows` (a chunk with more is written alone)."""
+    (`noted`: a render costs ~25 ms however few its rows) as long as their SQL rows stay within `notes_rows`, by
+    default a chunk's worth of leads, so a render's memory is bounded as a chunk's is (a chunk with more SQL rows is
+    written alone). A partition's two chunks on one of two threads share a render, as do two of one thread's."""
     templates = compile_templates(catalog, bundle.spec)
+    budget = chunk_size if notes_rows is None else notes_rows
     pending: list[Unwritten] = []
     rows = 0
     for leads in chunks(part.batch.leads, chunk_size):
         events = part.events.filter(pl.col(LEAD_ID).is_in(leads[LEAD_ID].implode()))
         scored = score_rows(bundle, leads, events, as_of=part.as_of)
-        if pending and rows + len(scored.sql) > notes_rows:
+        if pending and rows + len(scored.sql) > budget:
             yield from noted(bundle, pending, templates)
             pending, rows = [], 0
         pending.append(scored)
