@@ -187,11 +187,17 @@ class _Writer:
         self._held = [rows.slice(cut)] if cut < held else []
         for start in range(0, cut, self.rows):
             self._wait()
-            self._pending = self._pool.submit(self._write, rows.slice(start, self.rows), tmp)
+            self._pending = self._pool.submit(self._write_handed, [rows.slice(start, self.rows)], tmp)
+
+    def _write_handed(self, box: list[pl.DataFrame], tmp: Path) -> None:
+        """`_write` of the one frame in `box`, taken out so that only this call holds it (the Arrow copy is made
+        before Parquet encodes, and the frame can go meanwhile)."""
+        self._write(box.pop(), tmp)
 
     def _write(self, df: pl.DataFrame, tmp: Path) -> None:
         if self.suffix == ".parquet":
             table = df.to_arrow()
+            del df
             if self._pq is None:
                 self._pq = pq.ParquetWriter(tmp, table.schema, compression="zstd")
             self._pq.write_table(table)
