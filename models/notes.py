@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from features.schema import EVENT_TYPES, LEAD_ID
 from features.spec import KIND_TEXT
@@ -317,8 +318,12 @@ _ESCAPED_BYTE[[0x22, 0x5C]] = True
 
 def _any_escaped_byte(s: pl.Series) -> bool:
     """Whether any text of a String column may need escapes, from its bytes at once (Arrow's data buffers): the
-    regex per text costs about six times as much, and nearly every column holds none."""
-    arrow = s.to_arrow()
+    regex per text costs about six times as much, and nearly every column holds none. Asked for Arrow's oldest
+    layout (offsets + one data buffer): in the newer string view a short text lives inside its view, not in a data
+    buffer, so another layout answers True and leaves the texts to the regex."""
+    arrow = s.to_arrow(compat_level=pl.CompatLevel.oldest())
+    if not (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
+        return True
     for chunk in getattr(arrow, "chunks", [arrow]):
         buffers = chunk.buffers()
         for data in buffers[2:]:  # a (large) string array: validity, offsets, data

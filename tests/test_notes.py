@@ -33,7 +33,7 @@ from features.build import (
 from features.mapping import describe, load_mapping
 from features.spec import make_spec
 from models.handoff import NO_REASON, note_markdown, note_row, note_values, reference_notes
-from models.notes import Explained, compile_templates, notes_markdown, render_notes, rounded
+from models.notes import Explained, compile_templates, json_strings, needs_escape, notes_markdown, render_notes, rounded
 from models.reasons import CatalogError, group_contributions
 from pipelines.explain import load_catalog, write_notes
 from tests.conftest import ROOT
@@ -205,6 +205,26 @@ def test_the_comparison_reaches_every_template_variant() -> None:
         catalog |= {t.origin for t in templates.templates if t.origin.startswith("catalog:")}
         catalog_said |= said
     assert not catalog - catalog_said, sorted(catalog - catalog_said)
+
+
+def test_texts_json_escapes_are_found_short_or_long_whole_or_sliced_in_any_chunks() -> None:
+    """needs_escape looks at a column's bytes at once before the texts one by one: a quote, a backslash, a control or
+    a non-ASCII character is found whether the text is short (inside its view in Arrow's newer string layout) or
+    long, in a second chunk, or just outside a slice; and json_strings writes what json.dumps writes (null for a
+    missing text)."""
+    rng = np.random.default_rng(7)
+    alphabet = list("abc XYZ 019-_.,;:!?") + ['"', "\\", "\n", "\t", "\x7f", "é", "ü", "€", "😀"]
+    plain = ["".join(row) for row in rng.choice(list("abcdefgh xyz"), size=(200, 3))]
+    mixed = ["".join(rng.choice(alphabet, size=int(k))) for k in rng.integers(0, 40, 400)] + [""]
+    cases = [pl.Series(plain), pl.Series(mixed), pl.Series(plain + [None, 'a"', None]),
+             pl.concat([pl.Series(plain), pl.Series(["é"])], rechunk=False),
+             pl.concat([pl.Series(plain), pl.Series(mixed)], rechunk=False),
+             pl.Series(["é", *plain])[1:], pl.Series([*plain, 'x"'])[:-1]]
+    for s in cases:
+        texts = s.to_list()
+        expected = [t is not None and json.dumps(t) != f'"{t}"' for t in texts]
+        assert needs_escape(s).tolist() == expected
+        assert json_strings(s).to_list() == [json.dumps(t) for t in texts]
 
 
 def test_rounded_numbers_are_pythons_round_and_repr() -> None:
