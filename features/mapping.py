@@ -300,6 +300,13 @@ def apply_mapping(
     legacy = spec["legacy_score"]
     passthrough = _unique([*spec["pii"], *spec["keep"], *spec["after_outcome"]])
     passthrough = [c for c in passthrough if c not in feature_cols]
+    not_in_file: list[str] = []
+    if spec.get("passthrough_if_present"):
+        # Scoring new leads: PII, keep and after_outcome columns and the legacy score are never model inputs, so a
+        # batch without them (PII stripped before export) is scored; they are listed in the report, not required.
+        not_in_file = [c for c in [*passthrough, *([legacy] if legacy else [])] if c not in present]
+        passthrough = [c for c in passthrough if c in present]
+        legacy = legacy if legacy in present else None
     target = spec["target"]
     join_col = ((mapping.get("outcomes") or {}).get("join") or {}).get("leads_column")
     needed = {
@@ -310,6 +317,7 @@ def apply_mapping(
         "the outcomes join key": [join_col] if join_col else [],
     }  # fmt: skip
     for what, cols in needed.items():
+        _require_derived(present, cols, spec.get("derive") or {}, file=files["leads"], what=what)
         require_columns(present, cols, file=files["leads"], what=what)
     base = leads.with_columns(lid_expr.alias(LEAD_ID))
     leads_out = base.select(
@@ -333,6 +341,7 @@ def apply_mapping(
         "leaky_not_in_file": [c for c in spec["drop_leaky"] if c not in present],
         "undeclared": [c for c in present if c not in _INTERNAL and c not in used and c not in spec["drop_leaky"]],
         "used_for_roles": sorted(c for c in roles_only if c not in feature_cols + passthrough),
+        **({"not_in_file": not_in_file} if not_in_file else {}),
     }}  # fmt: skip
     time_formats = {CREATED_AT: spec["created_at"]["time_format"]} if spec["created_at"].get("column") else {}
 
@@ -815,6 +824,18 @@ def _placeholder_name(inner: str, where: str, i: int, text: str, origin: str) ->
 
 
 # ---------------------------------------------------------------- apply helpers
+
+
+def _require_derived(present: list[str], needed: list[str], derive: Mapping[str, str], *, file: str,
+                     what: str) -> None:
+    """A needed column the mapping derives could not be derived (new leads to score lack a column it is computed
+    from): name the file's missing source columns, not the derived name the file never had."""
+    for col in needed:
+        if col not in present and col in derive:
+            roots = sorted(set(pl.sql_expr(derive[col]).meta.root_names()) - set(present))
+            raise BadInput(file, f"missing column needed as {what} {col!r}, which the mapping derives "
+                                 f"(leads.derive.{col}) from {', '.join(map(repr, roots))}", column=roots[0] if roots
+                           else col)
 
 
 def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any], file: str,

@@ -42,6 +42,7 @@ def exits_cleanly(fn: F) -> F:
 #: `leadlift threshold --policy`: a choice, so a typo is a usage error (exit 2) listing the policies.
 Policy = Enum("Policy", {name: name for name in POLICIES}, type=str)  # type: ignore[misc]
 ENCODING_HELP = "Text encoding of CSV input (e.g. utf8, cp1252, latin-1); default: detected (UTF-8, else cp1252)."
+PARAMS_HELP = "Params file; default ./params.yaml, else leadlift's own defaults (the params.yaml of its project)."
 
 
 @app.command()
@@ -184,6 +185,7 @@ def threshold(
     leads_per_rep_per_week: Annotated[int | None, typer.Option()] = None,
     precision_target: Annotated[float | None, typer.Option()] = None,
     recall_target: Annotated[float | None, typer.Option()] = None,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """What-if: choose a threshold with another policy on the trained bundle and compare it with legacy 70/80."""
     from pipelines.whatif import print_table, what_if
@@ -192,7 +194,7 @@ def threshold(
         "value_per_conversion": value_per_conversion, "cost_per_handoff": cost_per_handoff, "reps": reps,
         "leads_per_rep_per_week": leads_per_rep_per_week, "precision_target": precision_target,
         "recall_target": recall_target}.items() if v is not None}
-    print_table(what_if(model, features, policy=policy.value, overrides=overrides))
+    print_table(what_if(model, features, policy=policy.value, overrides=overrides, params_path=params))
 
 
 @app.command()
@@ -223,19 +225,22 @@ def run_source(
     ] = None,
     track: Annotated[bool, typer.Option(help="Log the runs and register the model in MLflow, as `dvc repro` does."
                                              )] = True,
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
 ) -> None:
     """Run ingest, featurize, train, calibrate, evaluate and explain on an export by its mapping alone (no DVC).
     The model registers as leadlift-<name> (leadlift for the synthetic source); `champion` moves only within it."""
     from pipelines.realdata import run_source as run
 
     result = run(source, report, workdir=workdir, recalibrate_recent=recalibrate_recent, console=console,
-                 track=track)
+                 track=track, params_path=params)
     console.print(result)
 
 
 @app.command("source-params")
 @exits_cleanly
-def source_params(source: Annotated[Path, typer.Argument(help="Source mapping YAML (sources/*.yaml).")]) -> None:
+def source_params(source: Annotated[Path, typer.Argument(help="Source mapping YAML (sources/*.yaml).")],
+    params: Annotated[Path | None, typer.Option(help=PARAMS_HELP)] = None,
+) -> None:
     """Print the `-S` flags that run the DVC pipeline on SOURCE with the mapping's own `params:` overrides:
     dvc exp run $(leadlift source-params sources/mine.yaml). DVC reads only params.yaml; this makes the overrides
     explicit, so `dvc exp show` lists what was actually used. The mapping is checked as `validate` checks it (keys,
@@ -244,7 +249,7 @@ def source_params(source: Annotated[Path, typer.Argument(help="Source mapping YA
     from pipelines.realdata import source_flags
 
     check_mapping(source)
-    typer.echo(" ".join(source_flags(source)))
+    typer.echo(" ".join(source_flags(source, params)))
     console.print("note: `dvc exp run -S` writes these values into params.yaml in the workspace (DVC's convention: "
                   "the experiment's params live there); `dvc exp show` lists them, `git checkout params.yaml` undoes")
 

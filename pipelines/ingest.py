@@ -50,6 +50,7 @@ from pipelines.io import (
     csv_safe,
     exit_codes,
     load_params,
+    params_file,
     safe_message,
     stage_args,
     write_frame,
@@ -456,12 +457,14 @@ def map_batch(source: Path, *, leads: Path, events: Path | None = None,
     """Apply a mapping to a raw export of new leads, as ingest does (same steps, same reasons), without a target.
 
     Only the event sources given are read; with none, the batch has no events. Rows in = clean + quarantined per
-    table (rows a `filter` skipped are counted apart, in the report).
+    table (rows a `filter` skipped are counted apart, in the report). Columns that are never model inputs (PII, keep,
+    after_outcome, the legacy score) may be absent: the report lists them (`dropped_columns.not_in_file`).
     """
     mapping = _load(source, require_target=False)
     mapping["outcomes"] = None
     mapping["leads"]["target"] = None
     mapping["leads"]["derive_if_present"] = True
+    mapping["leads"]["passthrough_if_present"] = True
     paths = _override_paths(mapping, source, leads=leads, events=events, event_sources=event_sources)
     given = [s for s in mapping.get("events") or [] if s["key"] in paths]
     mapping["events"] = given or None
@@ -594,7 +597,7 @@ def _load(source: Path, *, require_target: bool = True) -> dict[str, Any]:
 
 def _max_share(params: Mapping[str, Any] | None) -> float:
     if params is None:
-        params = load_params("ingest") if Path("params.yaml").exists() else {}
+        params = load_params("ingest") if params_file().exists() else {}
     section = params.get("ingest", params)
     return float(section.get("max_quarantine_share", DEFAULT_MAX_QUARANTINE_SHARE))
 

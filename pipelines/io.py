@@ -23,10 +23,12 @@ import yaml
 from features.errors import BadInput
 
 __all__ = ["BadInput", "atomic_path", "atomic_paths", "csv_safe", "exit_codes", "frame_writer", "json_text",
-           "load_params", "read_frame", "read_json", "safe_message", "scratch_dir", "stage_args", "write_frame",
-           "write_json", "write_text"]
+           "load_params", "params_file", "read_frame", "read_json", "safe_message", "scratch_dir", "stage_args",
+           "write_frame", "write_json", "write_text"]
 
 PARAMS_FILE = Path("params.yaml")
+#: leadlift's own defaults: the params.yaml of the project it runs from (a clone, installed with `pip install -e .`).
+DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / PARAMS_FILE.name
 #: Temporary files end with this, and carry their writer's pid: `.<name>.<pid>.<random>.leadlift-tmp`, so a later run
 #: can tell a stale one (its writer was killed) from a live one (another writer is still at work) and remove only it.
 TEMP_SUFFIX = ".leadlift-tmp"
@@ -34,9 +36,18 @@ TEMP_SUFFIX = ".leadlift-tmp"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return params.yaml, or one section of it with the shared `base` inside."""
-    file = Path(path)
+def params_file(path: str | Path | None = None) -> Path:
+    """The params file to read: the one given; else ./params.yaml (a project's, which DVC reads); else leadlift's own
+    defaults, so that a command run in an export's own folder (`leadlift run-source`) starts from the documented
+    defaults instead of stopping."""
+    if path is not None:
+        return Path(path)
+    return PARAMS_FILE if PARAMS_FILE.exists() or not DEFAULT_PARAMS.is_file() else DEFAULT_PARAMS
+
+
+def load_params(section: str | None = None, path: str | Path | None = None) -> dict[str, Any]:
+    """Return the params (`params_file(path)`), or one section of them with the shared `base` inside."""
+    file = params_file(path)
     try:
         params = yaml.safe_load(file.read_text())
     except FileNotFoundError:

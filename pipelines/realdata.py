@@ -29,24 +29,32 @@ from models.threshold import choose_threshold, period_weeks, policy_inputs
 from pipelines import assess, calibrate, calibrator, evaluate, explain, ingest, train
 from pipelines.bundle import load_bundle, write_manifest
 from pipelines.featurize import featurize
-from pipelines.io import load_params, read_json, write_frame, write_json, write_text
+from pipelines.io import BadInput, load_params, params_file, read_json, write_frame, write_json, write_text
 
 
 def mapping_overrides(source: Path) -> dict[str, Any]:
-    """The mapping's own `params:` section (section -> values), empty when it has none."""
-    return (yaml.safe_load(source.read_text()) or {}).get("params") or {}
+    """The mapping's own `params:` section (section -> values), empty when it has none. A missing or broken mapping
+    is bad input naming it (the first thing run-source and source-params read)."""
+    try:
+        raw = yaml.safe_load(Path(source).read_text())
+    except FileNotFoundError:
+        raise BadInput(source, "source mapping not found") from None
+    except yaml.YAMLError as e:
+        raise BadInput(source, f"not valid YAML: {e}") from None
+    return (raw.get("params") if isinstance(raw, dict) else None) or {}
 
 
-def source_params(source: Path) -> dict[str, Any]:
-    """params.yaml with the mapping's own `params:` overrides (e.g. a business value per conversion) on top."""
-    params = copy.deepcopy(load_params())
+def source_params(source: Path, params_path: Path | None = None) -> dict[str, Any]:
+    """The params (`params_file`: params.yaml) with the mapping's own `params:` overrides (e.g. a business value per
+    conversion) on top."""
+    params = copy.deepcopy(load_params(path=params_path))
     for section, values in mapping_overrides(source).items():
         params.setdefault(section, {}).update(values)
     params["base"]["source"] = str(source)
     return params
 
 
-def source_flags(source: Path) -> list[str]:
+def source_flags(source: Path, params_path: Path | None = None) -> list[str]:
     """`dvc exp run` flags for `source`: base.source plus every `params:` override as `-S section.key=value`.
 
     Nested values (a split) become one flag per leaf, and values are written as YAML so DVC parses them back."""
@@ -57,7 +65,7 @@ def source_flags(source: Path) -> list[str]:
             return [leaf for k, v in value.items() for leaf in leaves(f"{prefix}.{k}", v)]
         return [(prefix, value)]
 
-    known = load_params()
+    known = load_params(path=params_path)
 
     def exists(key: str) -> bool:
         node: Any = known
@@ -148,16 +156,17 @@ def recalibration(frame: pl.DataFrame, bundle: Any, params: dict[str, Any], shar
 
 
 def run_source(source: Path, report: Path, *, workdir: Path | None = None, recalibrate_recent: float | None = None,
-               console: Console | None = None, root: Path | None = None, track: bool = True) -> dict[str, Any]:
+               console: Console | None = None, root: Path | None = None, track: bool = True,
+               params_path: Path | None = None) -> dict[str, Any]:
     """The whole pipeline on `source`'s export, logged to MLflow as the DVC stages log it (same store resolution:
     MLFLOW_TRACKING_URI, else MLflow's default), and registered under the source's own model name.
 
     `root` is the folder the mapping's relative paths start from (default: the working directory); `track=False`
-    skips MLflow (the report is the same)."""
+    skips MLflow (the report is the same); `params_path` the params file (default `params_file()`)."""
     console = console or Console(stderr=True)
-    params = source_params(source)
+    params = source_params(source, params_path)
     overrides = mapping_overrides(source)
-    console.print(f"[bold]{source}[/]: effective params = params.yaml + the mapping's overrides "
+    console.print(f"[bold]{source}[/]: effective params = {params_file(params_path)} + the mapping's overrides "
                   f"{_flat_overrides(overrides) or '(none)'}")
     base = Path(root) if root is not None else Path.cwd()
     with tempfile.TemporaryDirectory() as tmp:

@@ -782,6 +782,10 @@ def batch_problems(loaded: Loaded, bundle: Bundle, *, leads_file: Path, events_f
         if excess > max_missing_share:
             refusals.append(BadInput(leads_file, f"{line}: the model would score these leads as if it knew nothing "
                                                  f"about {g['column']!r}", column=g["column"]))
+    missing_roles = loaded.read.get("leads", {}).get("columns_not_in_file")
+    if missing_roles:
+        warnings.append(f"{', '.join(map(repr, missing_roles))} named by the mapping (PII, keep, after_outcome or the "
+                        "legacy score) not in the leads file: not needed to score; notes go without them")
     if bundle.spec.get("has_events", source.get("has_events", True)):
         if not loaded.events_given:
             warnings.append("the model uses events, but no --events file was given: every lead is scored as if it "
@@ -1030,6 +1034,9 @@ def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, sour
     at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
     read = {t: mapped.report[t]["read"] for t in ("leads", "events")
             if isinstance(mapped.report.get(t), dict) and mapped.report[t].get("read")}
+    not_in_file = mapped.report["leads"].get("dropped_columns", {}).get("not_in_file")
+    if not_in_file:  # PII, keep, after_outcome, the legacy score: named in the report, never required to score
+        read["leads"] = {**read.get("leads", {}), "columns_not_in_file": not_in_file}
     return Loaded([Clean(batch.leads, batch.events)], bad, counts, at, absent, read, use_events, rows_in,
                   batch.leads.height, _gaps(batch.leads, spec, absent))
 

@@ -30,10 +30,12 @@ from pipelines.io import BadInput, load_params, read_frame
 COLUMNS = ("handoffs_per_week", "precision", "recall", "conversions", "expected_value")
 
 
-def what_if(model: str | Path, features: Path, *, policy: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Rows of the comparison table, keyed by rule name; inputs from params.yaml's calibrate section plus overrides."""
+def what_if(model: str | Path, features: Path, *, policy: str, overrides: dict[str, Any],
+            params_path: Path | None = None) -> dict[str, Any]:
+    """Rows of the comparison table, keyed by rule name; inputs from the params' calibrate section (params.yaml,
+    `params_file`) plus overrides."""
     bundle = load_bundle(model)
-    inputs = {**policy_inputs(load_params("calibrate")), **overrides}
+    inputs = {**policy_inputs(load_params("calibrate", params_path)), **overrides}
     frame = read_frame(features)
     valid, test = (frame.filter(pl.col("split") == s) for s in ("valid", "test"))
     p_valid = bundle.probability(to_matrix(valid, bundle.spec))

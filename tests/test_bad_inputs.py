@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from features import contract as C
 from pipelines.cli import app
-from pipelines.io import FORMULA_START, TEMP_SUFFIX
+from pipelines.io import DEFAULT_PARAMS, FORMULA_START, TEMP_SUFFIX, load_params, params_file
 from tests.conftest import ROOT, tool_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning")
@@ -736,3 +736,22 @@ def test_a_models_uri_never_creates_an_mlflow_store(world: dict[str, Path], tmp_
     assert res.returncode == 2, res.stderr
     assert_names(res.stderr, "models:/leadlift@champion", "no MLflow store")
     assert files(tmp_path) == set()
+
+
+def test_commands_run_in_an_exports_own_folder_start_from_leadlifts_own_params(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stranger runs `leadlift run-source` where the export lives, with no params.yaml there: it reads leadlift's
+    own defaults (and goes on to the mapping: a missing one is bad input naming it, not a traceback) instead of
+    stopping on a params file; `--params` names another (a missing one is bad input naming it); a project's own
+    params.yaml in the folder wins."""
+    monkeypatch.chdir(tmp_path)
+    assert params_file() == DEFAULT_PARAMS
+    assert load_params("calibrate") == load_params("calibrate", ROOT / "params.yaml")
+    res = cli("run-source", "--source", "mine.yaml", "--report", "r.json")
+    assert res.exit_code == 2 and "mine.yaml" in res.stderr and "params" not in res.stderr, res.stderr
+    res = cli("run-source", "--source", "mine.yaml", "--report", "r.json", "--params", "nope.yaml")
+    assert res.exit_code == 2, res.stderr
+    assert_names(res.stderr, "nope.yaml", "params file not found")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 7}, "calibrate": {"reps": 9}}))
+    assert params_file() == Path("params.yaml") and load_params("calibrate") == {"base": {"seed": 7}, "reps": 9}
+    assert files(tmp_path) == {"params.yaml"}

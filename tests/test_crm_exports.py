@@ -124,6 +124,40 @@ def test_score_source_scores_raw_new_leads_reconciles_and_repeats_byte_for_byte(
     assert scored["decision"].is_in(["SQL", "nurture"]).all()
 
 
+def test_score_source_scores_new_leads_without_the_columns_no_model_reads(trained: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    """A team strips names (and the legacy score) from the batch it scores: the mapping names them, the model reads
+    none of them, so the batch is scored as the full one (same probabilities and decisions), the report and a warning
+    name what was absent, and the notes go without the contact fields. Email is another matter: a feature is derived
+    from it, and the refusal names Email and the derived feature, not a column the file never had."""
+    leads, events, _ = newest_raw_leads(trained["root"], tmp_path)
+    absent = ["First Name", "Last Name", "HubSpot Score"]
+    pl.read_csv(leads, infer_schema=False).drop(absent).write_csv(tmp_path / "stripped.csv")
+    pl.read_csv(leads, infer_schema=False).drop("Email").write_csv(tmp_path / "no_email.csv")
+    scored, results = {}, {}
+    for name in ("full", "stripped", "no_email"):
+        path = leads if name == "full" else tmp_path / f"{name}.csv"
+        results[name] = CliRunner().invoke(app, [
+            "score", "--source", str(ROOT / "sources" / "hubspot.yaml"), "--leads", str(path), "--events",
+            str(events), "--model", str(trained["hubspot"]["bundle"]), "--out", str(tmp_path / f"{name}.parquet")])
+    assert results["no_email"].exit_code == 2
+    assert "'Email'" in results["no_email"].stderr and "'email_domain_kind'" in results["no_email"].stderr
+    for name in ("full", "stripped"):
+        assert results[name].exit_code == 0, results[name].output
+        scored[name] = pl.read_parquet(tmp_path / f"{name}.parquet")
+    keys = ["lead_id", "probability", "score", "decision"]
+    assert scored["stripped"].select(keys).equals(scored["full"].select(keys))
+    report = json.loads((tmp_path / "stripped.report.json").read_text())
+    assert report["leads"]["read"]["columns_not_in_file"] == absent
+    assert any("not needed to score" in w and "'HubSpot Score'" in w for w in report["warnings"])
+    sql = scored["full"].filter(pl.col("decision") == "SQL")["lead_id"]
+    assert sql.len() > 0
+    full_notes = scored["full"].filter(pl.col("lead_id").is_in(sql.implode()))["note"].str.join("\n").item()
+    notes = scored["stripped"].filter(pl.col("lead_id").is_in(sql.implode()))["note"].str.join("\n").item()
+    first_names = pl.read_csv(leads, infer_schema=False)["First Name"].drop_nulls().unique().to_list()
+    assert any(n in full_notes for n in first_names) and not any(f'"{n}"' in notes for n in first_names)
+
+
 def test_score_source_with_several_event_sources_takes_them_by_name(trained: dict[str, Any], tmp_path: Path) -> None:
     crm = trained["root"] / "data" / "crm" / "salesforce"
     leads = pl.read_csv(crm / "Lead.csv", infer_schema=False).sort("CreatedDate").tail(100)
