@@ -463,6 +463,10 @@ def _read_options(raw: Mapping[str, Any], table: str, origin: str) -> dict[str, 
         if not isinstance(sep, str) or len(sep) != 1:
             raise MappingError(origin, f"{table}.csv.separator must be one character, got {sep!r}")
         csv["null_values"] = _str_list(csv.get("null_values"), f"{table}.csv.null_values", origin)
+        if csv.get("decimal", ".") == ",":
+            if sep == "," and "separator" in csv:
+                raise MappingError(origin, f"{table}.csv: decimal ',' needs another separator than ','")
+            csv["infer_schema_length"] = 0  # numbers stay text until the decimal mark is read (_decimal_comma)
     t["csv"] = csv
     schema = dict(raw.get("schema") or {})
     for col, typ in schema.items():
@@ -854,6 +858,10 @@ def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mappin
         raise BadInput(file, f"rename gives several columns the name {dupes[0]!r}", column=dupes[0])
     lf = lf.rename(rename) if rename else lf
     lf = _missing_text(lf, [*mapping.get("null_values", []), *spec["null_values"]], spec.get("empty_is_missing", True))
+    if (spec.get("csv") or {}).get("decimal", ".") == ",":
+        numbers = [*(spec.get("numeric") or {}), *([spec["legacy_score"]] if spec.get("legacy_score") else []),
+                   *([spec["value"]] if spec.get("value") else [])]
+        lf = _decimal_comma(lf, numbers)
     for lookup in spec.get("join_tables") or []:
         lf = _join_lookup(lf, lookup, tables[lookup["key"]], file, files.get(lookup["key"], lookup["path"]))
     for col, expression in spec.get("derive", {}).items():
@@ -870,6 +878,19 @@ def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mappin
     require_columns(schema.names(), list(spec["value_maps"]), file=file, what="a value_maps column")
     exprs = [_value_map(col, schema[col], vm, file) for col, vm in spec["value_maps"].items()]
     return lf.with_columns(exprs) if exprs else lf
+
+
+#: What groups thousands in a number written with a decimal comma: 1.234,5, 1 234,5, 1'234,5 (and a no-break space).
+_GROUPING = "[. '\u00a0\u202f\u2019]"
+
+
+def _decimal_comma(lf: pl.LazyFrame, columns: Sequence[str]) -> pl.LazyFrame:
+    """Text numbers with a decimal comma as the contract reads numbers: 1.234,5 -> 1234.5 (a text that is still no
+    number after this is quarantined by the contract, naming its value)."""
+    schema = lf.collect_schema()
+    return lf.with_columns(
+        pl.col(c).str.strip_chars().str.replace_all(_GROUPING, "").str.replace(",", ".", literal=True)
+        for c in dict.fromkeys(columns) if c in schema and schema[c] == pl.String)
 
 
 def _missing_text(lf: pl.LazyFrame, nulls: Sequence[str], empty: bool) -> pl.LazyFrame:

@@ -31,6 +31,10 @@ class Csv(_Strict):
     encoding: str = Field("utf8", description="Text encoding (utf8, utf8-lossy, latin-1, cp1252, ...).")
     null_values: str | list[str] | None = Field(None, description="Field texts read as missing by the CSV reader.")
     infer_schema_length: int | None = Field(None, description="Rows read to infer types; null: the whole file.")
+    decimal: Literal[".", ","] = Field(".", description="Decimal mark of the file's numbers. ',' (German, French, "
+                                                        "Brazilian exports): the file is read as text, and numeric "
+                                                        "features, the legacy score and event values read 1.234,5 as "
+                                                        "1234.5 ('.', space or apostrophe group thousands).")
 
 
 class LookupJoin(_Strict):

@@ -420,6 +420,39 @@ def test_numbers_after_the_inference_window_still_read_as_numbers(tmp_path: Path
     assert pl.read_parquet(tmp_path / "out" / "leads.parquet")["visits"].max() == pytest.approx(5228.1)
 
 
+def test_numbers_written_with_a_decimal_comma_are_read_with_csv_decimal(tmp_path: Path) -> None:
+    """`csv: {decimal: ","}`: thousands grouped by '.', space or apostrophe and a decimal comma, in a numeric feature,
+    the legacy score and an event value; a text that is still no number is quarantined naming its value. Without the
+    option the same file reads 1.200 as 1.2 (why the option exists)."""
+    leads = ("Lead Id;Signup;Mitarbeiter;Punkte;Outcome\n"
+             "L1;2025-01-03;1.200;72,0;yes\nL2;2025-01-04;45;10;no\nL3;2025-01-05;2 500,5;5,0;no\n"
+             "L4;2025-01-06;1'000;;yes\nL5;2025-01-07;viele;3;no\n")
+    events = "Lead Id;At;Typ;Minuten\nL1;2025-01-03 10:00:00;call;12,5\nL2;2025-01-04 11:00:00;call;1.000,25\n"
+    m = good_mapping(csv_export(tmp_path, leads))
+    m["event_types"] = {"call": {"group": "engagement", "description": "Calls", "noun": ["call", "calls"],
+                                 "value": {"description": "Minutes on calls", "unit": "minutes"}}}
+    m["leads"].update(csv={"separator": ";", "decimal": ","}, rename={}, legacy_score="Punkte",
+                      numeric={"Mitarbeiter": {"group": "company_fit", "description": "Employees", "min": 0}})
+    m["events"] = {"path": str(csv_export(tmp_path, events, "events.csv")), "csv": {"decimal": ","},
+                   "lead_id": "Lead Id", "occurred_at": {"column": "At"}, "event_type": "Typ", "value": "Minuten"}
+    report = run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
+    out = pl.read_parquet(tmp_path / "out" / "leads.parquet").sort("lead_id")
+    assert out["lead_id"].to_list() == ["L1", "L2", "L3", "L4"]
+    assert out["Mitarbeiter"].to_list() == [1200.0, 45.0, 2500.5, 1000.0]
+    assert out["legacy_score"].to_list() == [72, 10, 5, None]
+    assert pl.read_parquet(tmp_path / "out" / "events.parquet").sort("lead_id")["value"].to_list() == [12.5, 1000.25]
+    bad = pl.read_csv(tmp_path / "out" / "quarantine.csv").filter(pl.col("table") == "leads")
+    assert bad.select("row", "column").rows() == [(5, "Mitarbeiter")] and report["leads"]["quarantined"] == 1
+    del m["leads"]["csv"]["decimal"], m["events"]
+    m["leads"]["legacy_score"] = None
+    csv_export(tmp_path, leads.replace("72,0", "72").replace("2 500,5", "7").replace("5,0", "5"))
+    run(write_mapping(tmp_path, m), tmp_path / "out2", report=None, params={"max_quarantine_share": 0.9})
+    assert pl.read_parquet(tmp_path / "out2" / "leads.parquet").sort("lead_id")["Mitarbeiter"][0] == 1.2
+    m["leads"]["csv"] = {"separator": ",", "decimal": ","}
+    with pytest.raises(MappingError, match="decimal ',' needs another separator"):
+        load_mapping(m)
+
+
 def test_validate_writes_nothing_and_print_report_reads_well(tmp_path: Path) -> None:
     leads = csv_export(tmp_path, GOOD_CSV)
     source = write_mapping(tmp_path, good_mapping(tmp_path / "elsewhere.csv"))
