@@ -75,6 +75,8 @@ LEAD_QUARANTINED = "lead quarantined"
 MISSING_TIMESTAMP = "missing timestamp"
 UNPARSEABLE_TIMESTAMP = "unparseable timestamp"
 FUTURE_TIMESTAMP = "future timestamp"
+#: Scoring at an explicit as-of time: no decision can be made before a lead exists (its events go with it).
+CREATED_AFTER_AS_OF = "created after the as-of time"
 NON_NUMERIC = "non-numeric value"
 NON_FINITE = "not a finite number"
 MORE_FIELDS = "more fields than the header"
@@ -253,12 +255,14 @@ def annotate_leads(
     limit: datetime,
     origins: Mapping[str, str] | None = None,
     file: str | None = None,
+    as_of: datetime | None = None,
 ) -> Checked:
     """Type the leads table and give each bad row a reason.
 
     Checks, in order: missing lead_id, duplicate lead_id (every copy), missing / unparseable / future created_at,
     legacy_score not a number, infinite or outside 0-100, numeric feature not a number, infinite (inf, 1e999: no
-    model input and no sentence can use it) or outside its declared [min, max].
+    model input and no sentence can use it) or outside its declared [min, max]; last, when scoring at an explicit
+    `as_of`, created after it.
     """
     numeric = dict(numeric or {})
     frame = _with_row(leads.lazy())
@@ -302,6 +306,8 @@ def annotate_leads(
             rules.append((pl.col(c) < float(meta["min"]), c, BELOW_MINIMUM))
         if meta.get("max") is not None:
             rules.append((pl.col(c) > float(meta["max"]), c, ABOVE_MAXIMUM))
+    if as_of is not None:
+        rules.append((pl.col(CREATED_AT) > as_of, CREATED_AT, CREATED_AFTER_AS_OF))
     columns = [LEAD_ID, CREATED_AT, *categorical, *numeric, *([LEGACY_SCORE] if legacy_score else []), *keep]
     annotated = _apply_rules(frame, rules, names)
     if legacy_score:
@@ -593,6 +599,7 @@ def validate(
     origins: Mapping[str, Mapping[str, str]] | None = None,
     event_types: Sequence[str] = EVENT_TYPES,
     file_checks: bool = True,
+    as_of: datetime | None = None,
 ) -> ContractResult:
     """Check canonical tables eagerly (small data, tests, `leadlift validate`); raises BadInput on file-level
     problems. The ingest stage runs the same `annotate_*` functions, streaming.
@@ -604,6 +611,7 @@ def validate(
     checked_leads = annotate_leads(
         leads, numeric=numeric, categorical=categorical, legacy_score=legacy_score, passthrough=passthrough,
         time_format=fmts.get(CREATED_AT), limit=limit, origins=origins.get("leads"), file=files.get("leads"),
+        as_of=as_of,
     )  # fmt: skip
     annotated = checked_leads.annotated.collect()
     checked_leads = Checked("leads", checked_leads.file, annotated.lazy(), checked_leads.columns, checked_leads.parsed,

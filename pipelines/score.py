@@ -82,7 +82,6 @@ OUTPUT_SCHEMA: dict[str, Any] = {
     "who": pl.String, "urgency": pl.String, "what_happened": pl.String, "note": pl.String,
 }
 OUT_EXTENSIONS = (".parquet", ".csv")
-AFTER_AS_OF = "created after the as-of time"
 #: Refuse a batch whose model input is missing (or holds values the model never saw) this much more often than in
 #: training; `--allow-missing` scores it anyway. Warn from WARN_MISSING_EXCESS on.
 DEFAULT_MAX_MISSING_SHARE = 0.5
@@ -307,7 +306,8 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
                 events_file: Path | None, as_of: datetime | None, now: datetime | None = None,
                 file_checks: bool = True) -> Batch:
     """Clean leads and events plus the quarantine (table, row, lead_id, column, reason); leads created after an
-    explicit as-of time are quarantined too, since no decision can be made before a lead exists.
+    explicit as-of time are quarantined too, since no decision can be made before a lead exists, and their events
+    with them ("lead quarantined"), so events in = out + quarantined holds as for any quarantined lead.
 
     Rows are numbered by their position unless the frames carry `features.contract.ROW` (a part of a bigger file).
     `now` fixes the time after which a timestamp is in the future (default: the clock); `file_checks` as in
@@ -317,26 +317,10 @@ def check_batch(leads: pl.DataFrame, events: pl.DataFrame | None, *, source: dic
     files = {"leads": str(leads_file), **({"events": str(events_file)} if events_file else {})}
     result = C.validate(leads, events, None, numeric=source.get("numeric") or {},
                         categorical=list(source.get("categorical") or {}), passthrough=passthrough, files=files,
-                        event_types=event_vocabulary(source), now=now, file_checks=file_checks)
-    clean = result.leads
-    bad = result.quarantine
+                        event_types=event_vocabulary(source), now=now, file_checks=file_checks, as_of=as_of)
     counts = {t: dict(c) for t, c in result.counts.items()}
-    if as_of is not None:
-        late = clean.filter(pl.col(CREATED_AT) > as_of)
-        if late.height:
-            row = pl.col(C.ROW) if C.ROW in leads.columns else pl.int_range(1, leads.height + 1)
-            rows = leads.select(pl.col(LEAD_ID).cast(pl.String), row.alias("row")).unique(LEAD_ID, keep="first")
-            extra = late.select(LEAD_ID).join(rows, on=LEAD_ID, how="left").select(
-                pl.lit("leads").alias("table"), pl.col("row").cast(pl.Int64), pl.col(LEAD_ID),
-                pl.lit(CREATED_AT).alias("column"), pl.lit(AFTER_AS_OF).alias("reason"))
-            bad = pl.concat([bad, extra.cast(bad.schema)])  # type: ignore[arg-type]
-            clean = clean.filter(pl.col(CREATED_AT) <= as_of)
-            by_reason = {**counts["leads"]["by_reason"], AFTER_AS_OF: late.height}
-            counts["leads"] = {**counts["leads"], "rows_out": clean.height,
-                               "quarantined": counts["leads"]["quarantined"] + late.height,
-                               "by_reason": dict(sorted(by_reason.items()))}
-    return Batch(clean, result.events if events is not None else None, bad, result.max_timestamp, counts,
-                 result.facts)
+    return Batch(result.leads, result.events if events is not None else None, result.quarantine,
+                 result.max_timestamp, counts, result.facts)
 
 
 def load_batch(leads_path: Path, events: Path | None, source: dict[str, Any], as_of: datetime | None, *,
@@ -1031,6 +1015,10 @@ def load_mapped_batch(mapping: Path, leads_path: Path, events: Path | None, sour
     counts = {"leads": _counts(bad, "leads", rows_in)}
     if use_events:
         counts["events"] = _counts(bad, "events", int(mapped.report["events"]["rows_in"]))
+    for table, entry in counts.items():  # rows a mapping's filter skipped: not rows of the batch, but counted
+        skipped = (mapped.report.get(table) or {}).get("skipped_by_filter") or {}
+        if sum(skipped.values()):
+            entry["skipped_by_filter"] = skipped
     at = utc(as_of) if as_of else (batch.newest or datetime.now(UTC))
     read = {t: mapped.report[t]["read"] for t in ("leads", "events")
             if isinstance(mapped.report.get(t), dict) and mapped.report[t].get("read")}
@@ -1196,6 +1184,9 @@ def summary_line(report: dict[str, Any]) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(events["by_reason"].items(), key=lambda kv: -kv[1]))
         line += f"; events: {events['rows_in']} in, {events['quarantined']} quarantined" + (
             f" ({reasons})" if reasons else "")
+        skipped = sum((events.get("skipped_by_filter") or {}).values())
+        if skipped:
+            line += f", {skipped} more skipped by the mapping's filter"
     else:
         line += "; no events"
     return f"{line}; {report['sql']} SQL"

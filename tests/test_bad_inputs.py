@@ -755,3 +755,30 @@ def test_commands_run_in_an_exports_own_folder_start_from_leadlifts_own_params(
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"base": {"seed": 7}, "calibrate": {"reps": 9}}))
     assert params_file() == Path("params.yaml") and load_params("calibrate") == {"base": {"seed": 7}, "reps": 9}
     assert files(tmp_path) == {"params.yaml"}
+
+
+def test_score_source_accounts_for_every_event_row(world: dict[str, Path], tmp_path: Path) -> None:
+    """Through a mapping whose events filter skips some rows, at an as-of time some leads were created after: every
+    row of the events file is an event scored, one quarantined (those of the late leads with them) or one the filter
+    skipped, and the report and the summary line say which."""
+    mapping = yaml.safe_load(world["mapping"].read_text())
+    mapping["events"]["filter"] = "event_type <> 'page_docs'"
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
+    created = leads_frame(world)["created_at"].sort()
+    as_of = created[len(created) * 3 // 4]
+    res = cli("score", "--source", tmp_path / "m.yaml", "--leads", world["leads"], "--events", world["events"],
+              "--model", world["bundle"], "--out", tmp_path / "s.csv", "--as-of", as_of.strftime("%Y-%m-%dT%H:%M:%S"),
+              "--max-quarantine-share", "0.9")
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "s.report.json").read_text())
+    events = pl.read_parquet(world["events"]).with_columns(pl.col("lead_id").cast(pl.String))
+    skipped = events.filter(pl.col("event_type") == "page_docs").height
+    ev = report["events"]
+    assert skipped > 0 and ev["skipped_by_filter"] == {"events": skipped}
+    assert ev["rows_in"] + skipped == events.height and ev["rows_in"] == ev["rows_out"] + ev["quarantined"]
+    late = pl.read_csv(tmp_path / "s.quarantine.csv").filter(pl.col("reason") == "created after the as-of time")
+    assert late.height > 0
+    of_late = events.filter(pl.col("lead_id").is_in(late["lead_id"].cast(pl.String).implode())
+                            & (pl.col("event_type") != "page_docs")).height
+    assert of_late > 0 and ev["by_reason"].get("lead quarantined", 0) >= of_late
+    assert f"{skipped} more skipped by the mapping's filter" in res.stderr

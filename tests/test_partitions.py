@@ -70,6 +70,15 @@ def test_scoring_in_partitions_writes_the_bytes_of_one_pass(pipeline_repo: Path,
     assert found["leads: duplicate lead_id"] == 10 and found["leads: missing lead_id"] == 3
     assert found["events: unknown lead"] == 30 and found["events: missing lead_id"] == 5
     assert (found.get("leads: created after the as-of time", 0) > 0) == (as_of is not None)
+    # The events of a lead created after the as-of time go with it, as those of any quarantined lead: every event in
+    # is out or quarantined.
+    late = quarantine.filter(pl.col("reason") == C.CREATED_AFTER_AS_OF)["lead_id"]
+    all_events = pl.read_parquet(events).with_columns(pl.col("lead_id").cast(pl.String))
+    late_events = quarantine.filter((pl.col("table") == "events") & pl.col("lead_id").is_in(late.implode()))
+    assert late_events.height == all_events.filter(pl.col("lead_id").is_in(late.implode())).height
+    assert set(late_events["reason"]) == ({C.LEAD_QUARANTINED} if as_of is not None else set())
+    ev = runs["parts"]["events"]
+    assert ev["rows_in"] == ev["rows_out"] + ev["quarantined"] == all_events.height
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(TEMP_SUFFIX)] == []  # the scratch folder is gone
 
 
