@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -630,6 +631,10 @@ def _located(file: str) -> Iterator[None]:
         raise e.located(file) from None
 
 
+#: polars' CSV reader on a value that does not fit the column's read type: it names the column, never the row.
+_NOT_OF_TYPE = re.compile(r"could not parse .* at column '([^']+)'")
+
+
 @contextmanager
 def _polars_errors(file: Path) -> Iterator[None]:
     """A file polars cannot read (bad CSV quoting, a type override that does not fit, not Parquet) -> BadInput."""
@@ -637,7 +642,16 @@ def _polars_errors(file: Path) -> Iterator[None]:
         yield
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, pl.exceptions.SchemaError,
             pl.exceptions.InvalidOperationError, OSError) as e:
-        raise BadInput(file, f"cannot be read: {safe_message(e)}") from None
+        message = safe_message(e)
+        typed = _NOT_OF_TYPE.search(message)
+        if typed:
+            raise BadInput(file, "a value does not parse as the type this column is read with (the mapping's "
+                                 "`schema:`, or the type csv.infer_schema_length rows suggested), and the reader "
+                                 "names no row; leave the column out of `schema:` (a declared numeric feature is "
+                                 "parsed by the contract, which quarantines each bad row naming it), or for numbers "
+                                 "written with a decimal comma set csv: {decimal: ','}",
+                           column=typed.group(1)) from None
+        raise BadInput(file, f"cannot be read: {message}") from None
 
 
 if __name__ == "__main__":

@@ -482,6 +482,18 @@ def test_validate_raises_bad_input_on_a_file_level_problem(tmp_path: Path) -> No
     assert "Ann" not in str(e.value) and "Bo" not in str(e.value)
 
 
+def test_a_value_that_does_not_fit_a_schema_type_names_the_column_and_the_way_out(tmp_path: Path) -> None:
+    """polars stops at the first value of a `schema:` column it cannot parse and names no row: the message names the
+    file and column, says why there is no row, and points at what does name rows (never the value itself)."""
+    m = good_mapping(csv_export(tmp_path, GOOD_CSV.replace("L9;2025-01-10;7;", "L9;2025-01-10;7,5;")))
+    m["leads"]["schema"] = {"Visits": "float"}
+    m["null_values"] = []
+    with pytest.raises(BadInput, match=r"leads\.csv, column 'Visits': a value does not parse as the type this "
+                                       r"column is read with .*`schema:`.*decimal: ','") as e:
+        run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
+    assert "7,5" not in str(e.value)
+
+
 def test_no_python_module_names_a_real_data_set() -> None:
     """Real data sets are reached through mappings only: their paths and names stay out of the package code."""
     pattern = re.compile(r"(?i:x-education|x_education|bank-additional|bank_marketing|shared/data)|Leads\.csv")
