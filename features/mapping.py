@@ -80,7 +80,7 @@ RESERVED = frozenset({LEAD_ID, CREATED_AT, LEGACY_SCORE, CONVERTED, CONVERTED_AT
 _INTERNAL = (ROW, REASON, REASON_COLUMN)
 UNKNOWN_JOIN_KEY = "no lead with this join key"
 AMBIGUOUS_JOIN_KEY = "join key matches several leads"
-REPEAT_OUTCOME = "repeat outcome for the lead (earliest kept)"
+REPEAT_OUTCOME = "repeat outcome for the lead (its earliest win, else its earliest, kept)"
 TARGET_UNRECOGNISED = "unrecognised target value"
 #: The table key of a single events source; a source of a list is "events:<name>".
 EVENTS = "events"
@@ -1086,11 +1086,17 @@ def _outcomes_from_target(leads: pl.LazyFrame, target: Mapping[str, Any], lid_or
         pl.col(ROW),
         pl.col(LEAD_ID),
         converted.alias(CONVERTED),
-        (pl.col(at["column"]) if at else pl.lit(None, dtype=TS)).alias(CONVERTED_AT),
+        (_conversion_time(at["column"], converted) if at else pl.lit(None, dtype=TS)).alias(CONVERTED_AT),
         *_target_reason(col, converted),
     )
     origins = {LEAD_ID: lid_origin, CONVERTED: col, **({CONVERTED_AT: at["column"]} if at else {})}
     return frame, origins, at["time_format"] if at else None
+
+
+def _conversion_time(column: str, converted: pl.Expr | None) -> pl.Expr:
+    """`column` as the conversion time, except on a row the mapping reads as not converted: a deals export gives a
+    lost deal its close date too, which is no conversion time (the contract would quarantine the row for it)."""
+    return pl.col(column) if converted is None else pl.when(converted.eq(False)).then(None).otherwise(pl.col(column))
 
 
 def _converted_expr(col: str, dtype: pl.DataType, spec: Mapping[str, Any], file: str) -> pl.Expr:
@@ -1146,7 +1152,7 @@ def _apply_outcomes(spec: Mapping[str, Any], mapping: Mapping[str, Any], file: s
                                            pl.lit(None, dtype=pl.String).alias(REASON_COLUMN)]
     if at:
         require_columns(present, [at["column"]], file=file, what="converted_at")
-        cols.append(pl.col(at["column"]).alias(CONVERTED_AT))
+        cols.append(_conversion_time(at["column"], converted if conv else None).alias(CONVERTED_AT))
         used.add(at["column"])
         origins[CONVERTED_AT] = at["column"]
     if spec["join"]:
@@ -1193,12 +1199,14 @@ def _join_to_leads(lf: pl.LazyFrame, key: str, leads: pl.LazyFrame, leads_key: s
 
 
 def _keep_earliest(frame: pl.LazyFrame, fmt: TimeFormat, at_origin: str) -> pl.LazyFrame:
-    """Several outcomes for one lead (several won deals): keep the earliest, quarantine the rest with a reason."""
+    """Several outcomes for one lead (several deals): keep its earliest win, else its earliest row, and quarantine
+    the rest with a reason. A deal lost before a later win does not hide the win."""
     schema = frame.collect_schema()
     at = _timestamp_expr(CONVERTED_AT, schema[CONVERTED_AT], fmt)
     eligible = pl.col(REASON).is_null() & pl.col(LEAD_ID).is_not_null()
     group = pl.when(eligible).then(pl.col(LEAD_ID))
-    first = pl.col(ROW).sort_by([pl.col("_at"), pl.col(ROW)], nulls_last=True).first().over(group)
+    not_won = ~pl.col(CONVERTED).fill_null(False).cast(pl.Boolean) if CONVERTED in schema else pl.lit(False)
+    first = pl.col(ROW).sort_by([not_won, pl.col("_at"), pl.col(ROW)], nulls_last=True).first().over(group)
     repeat = eligible & (pl.col(ROW) != first)
     return (
         frame.with_columns(at.alias("_at"))

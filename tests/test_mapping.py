@@ -272,6 +272,25 @@ def test_won_deals_join_keeps_the_earliest_and_quarantines_unknown_keys() -> Non
     assert result.counts["outcomes"]["rows_in"] == 3
 
 
+def test_a_deal_lost_before_a_later_win_neither_hides_the_win_nor_is_a_bad_row() -> None:
+    """A deals export gives lost deals a close date too. That date is no conversion time: a lead whose only deal was
+    lost is a clean non-conversion (not quarantined for a conversion time on a lost deal), and a lead that lost a
+    deal before winning one keeps the win, not the earlier loss (which would have left it with no outcome at all)."""
+    m = {"name": "t", "leads": {"path": "l.csv", "lead_id": "id", "created_at": {"column": "created"},
+                                "pii": ["email"]},
+         "outcomes": {"path": "deals.csv", "join": {"column": "contact", "leads_column": "email"},
+                      "converted": {"column": "stage", "positive": ["won"], "negative": ["lost"]},
+                      "converted_at": {"column": "closed"}}}
+    leads = pl.DataFrame({"id": ["a", "b"], "created": ["2025-01-01", "2025-01-02"], "email": ["x@a", "y@b"]})
+    deals = pl.DataFrame({"contact": ["x@a", "x@a", "y@b", "x@a"], "stage": ["won", "lost", "lost", "won"],
+                          "closed": ["2025-03-05", "2025-02-01", "2025-02-03", "2025-04-01"]})
+    mp = apply_mapping(load_mapping(m), {"leads": leads, "outcomes": deals})
+    result = C.validate(mp.leads, outcomes=mp.outcomes, passthrough=mp.passthrough, time_formats=mp.time_formats,
+                        now=NOW)
+    assert sorted(result.outcomes.rows()) == [("a", True, datetime(2025, 3, 5, tzinfo=UTC)), ("b", False, None)]
+    assert reasons_of(result, "outcomes") == {2: REPEAT_OUTCOME, 4: REPEAT_OUTCOME}
+
+
 def reasons_of(result: C.ContractResult, table: str) -> dict[int, str]:
     q = result.quarantine.filter(pl.col("table") == table)
     return dict(zip(q["row"].to_list(), q["reason"].to_list(), strict=True))
