@@ -291,6 +291,25 @@ def test_a_deal_lost_before_a_later_win_neither_hides_the_win_nor_is_a_bad_row()
     assert reasons_of(result, "outcomes") == {2: REPEAT_OUTCOME, 4: REPEAT_OUTCOME}
 
 
+def test_a_deals_key_derived_on_both_sides_matches_emails_written_in_other_cases() -> None:
+    """docs/mapping.md's way to join a deals export whose emails differ in case or spaces from the leads': a key
+    derived on each side (after `derive`), never kept among the leads' columns (it comes from PII)."""
+    m = {"name": "t", "leads": {"path": "l.csv", "lead_id": "id", "created_at": {"column": "created"},
+                                "pii": ["Email"], "derive": {"email_key": "lower(trim(Email))"}},
+         "outcomes": {"path": "deals.csv", "derive": {"email_key": "lower(trim(Contact))"},
+                      "join": {"column": "email_key", "leads_column": "email_key"},
+                      "converted": {"column": "stage", "positive": ["won"], "negative": ["lost"]},
+                      "converted_at": {"column": "closed"}}}
+    leads = pl.DataFrame({"id": ["a", "b"], "created": ["2025-01-01", "2025-01-02"], "Email": ["X@A.com", "y@b.com"]})
+    deals = pl.DataFrame({"Contact": [" x@a.COM", "Y@B.COM "], "stage": ["won", "lost"],
+                          "closed": ["2025-03-05", "2025-02-01"]})
+    mp = apply_mapping(load_mapping(m), {"leads": leads, "outcomes": deals})
+    result = C.validate(mp.leads, outcomes=mp.outcomes, passthrough=mp.passthrough, time_formats=mp.time_formats,
+                        now=NOW)
+    assert sorted(result.outcomes.rows()) == [("a", True, datetime(2025, 3, 5, tzinfo=UTC)), ("b", False, None)]
+    assert result.quarantine.height == 0 and "email_key" not in result.leads.columns
+
+
 def reasons_of(result: C.ContractResult, table: str) -> dict[int, str]:
     q = result.quarantine.filter(pl.col("table") == table)
     return dict(zip(q["row"].to_list(), q["reason"].to_list(), strict=True))
