@@ -55,6 +55,9 @@ LEAD_OK = "_lead_ok"
 _RAW = "_raw:"
 #: Prefix of a column holding the text a typed column was parsed from (the mapping may set it for the contract).
 RAW_PREFIX = _RAW
+#: Prefix of a per-row flag: the text parses as a wall-clock time that does not exist in its zone (a daylight-saving
+#: gap), so the row is quarantined saying that rather than "unparseable" (the mapping sets it for the times it parses).
+GAP_PREFIX = "_gap:"
 #: The event source a row came from, when `events:` is a list of sources (quarantine rows name it: events:<name>).
 SOURCE = "_source"
 
@@ -74,6 +77,7 @@ UNKNOWN_LEAD = "unknown lead"
 LEAD_QUARANTINED = "lead quarantined"
 MISSING_TIMESTAMP = "missing timestamp"
 UNPARSEABLE_TIMESTAMP = "unparseable timestamp"
+NONEXISTENT_LOCAL_TIME = "a time that does not exist in its time zone (the daylight-saving gap)"
 FUTURE_TIMESTAMP = "future timestamp"
 #: Scoring at an explicit as-of time: no decision can be made before a lead exists (its events go with it).
 CREATED_AFTER_AS_OF = "created after the as-of time"
@@ -200,6 +204,16 @@ def _day_end(day_start: pl.Expr, how: TimeFormat) -> pl.Expr:
     return day_start + _END_OF_DAY if how.end_of_day else day_start
 
 
+def nonexistent_local_time(column: str, dtype: pl.DataType, fmt: TimeFormat | None) -> pl.Expr:
+    """True where `column` is a wall-clock time its zone skips (02:30 on the night clocks go forward): it parses in
+    UTC but not in its zone. False where the zone has no such gap or the column needs no parsing."""
+    if fmt is None or fmt.timezone == "UTC" or not _needs_parse(dtype, None) or fmt.format in EPOCH_FORMATS:
+        return pl.lit(False)
+    as_utc = TimeFormat(format=fmt.format, timezone="UTC", end_of_day=fmt.end_of_day)
+    return (timestamp_expr(column, dtype, fmt).is_null() & timestamp_expr(column, dtype, as_utc).is_not_null()
+            ).fill_null(False)
+
+
 def _localise(naive: pl.Expr, zone: str) -> pl.Expr:
     if zone == "UTC":
         return naive.dt.replace_time_zone("UTC")
@@ -284,13 +298,14 @@ def annotate_leads(
     for c in numeric:
         parsed[c] = (names.get(c, c), False)
     keep = [c for c in passthrough if c not in {LEAD_ID, CREATED_AT, *categorical, *numeric}]
-    frame = frame.select(pl.col(ROW), *_pre_reason(schema), *raws, *typed, *[pl.col(c) for c in keep])
+    gap = nonexistent_local_time(CREATED_AT, schema[CREATED_AT], time_format).alias(GAP_PREFIX + CREATED_AT)
+    frame = frame.select(pl.col(ROW), *_pre_reason(schema), *raws, *typed, *[pl.col(c) for c in keep], gap)
 
     lid = pl.col(LEAD_ID)
     rules: list[tuple[pl.Expr, str, str]] = [
         (lid.is_null(), LEAD_ID, MISSING_LEAD_ID),
         (_duplicated(), LEAD_ID, DUPLICATE_LEAD_ID),
-        *_timestamp_rules(CREATED_AT, limit, required=True, schema=schema),
+        *_timestamp_rules(CREATED_AT, limit, required=True, schema=schema, gap=True),
     ]
     if legacy_score:
         score = pl.col(LEGACY_SCORE)
@@ -371,6 +386,7 @@ def annotate_events(
     kind = pl.when(raw_type.is_in(list(event_types))).then(raw_type).otherwise(pl.lit(OTHER_EVENT))
     has_value = EVENT_VALUE in schema
     extra = [c for c in schema.names() if c == SOURCE or c.startswith("_origin:")]
+    gap = GAP_PREFIX + OCCURRED_AT in schema
     frame = frame.select(
         pl.col(ROW),
         *_pre_reason(schema),
@@ -381,10 +397,11 @@ def annotate_events(
         pl.when(raw_type.is_null()).then(None).otherwise(kind).alias(EVENT_TYPE),
         *([numeric_expr(EVENT_VALUE, schema[EVENT_VALUE]).alias(EVENT_VALUE)] if has_value else []),
         *[pl.col(c) for c in extra],
+        *([pl.col(GAP_PREFIX + OCCURRED_AT)] if gap else []),
     ).with_columns(leads.status().alias(LEAD_OK))
     rules = [
         *_lead_rules(),
-        *_timestamp_rules(OCCURRED_AT, limit, required=True, schema=schema),
+        *_timestamp_rules(OCCURRED_AT, limit, required=True, schema=schema, gap=gap),
         (pl.col(EVENT_TYPE).is_null(), EVENT_TYPE, MISSING_EVENT_TYPE),
     ]
     parsed = {OCCURRED_AT: (names.get(OCCURRED_AT, OCCURRED_AT), True)}
@@ -780,15 +797,18 @@ def _unparsed(column: str, schema: pl.Schema) -> pl.Expr:
     return pl.col(_RAW + column).is_not_null() & pl.col(column).is_null()
 
 
-def _timestamp_rules(column: str, limit: datetime, *, required: bool,
-                     schema: pl.Schema) -> list[tuple[pl.Expr, str, str]]:
-    """Missing (required only), present but unparseable, and after `limit`."""
+def _timestamp_rules(column: str, limit: datetime, *, required: bool, schema: pl.Schema,
+                     gap: bool = False) -> list[tuple[pl.Expr, str, str]]:
+    """Missing (required only), a wall-clock time its zone skips (`gap`: the frame has GAP_PREFIX + column),
+    present but unparseable, and after `limit`."""
     col = pl.col(column)
     parsed_from_text = column in schema and (_RAW + column in schema or _needs_parse(schema[column], column))
     raw_missing = pl.col(_RAW + column).is_null() if parsed_from_text else pl.lit(True)
     rules: list[tuple[pl.Expr, str, str]] = []
     if required:
         rules.append((col.is_null() & raw_missing, column, MISSING_TIMESTAMP))
+    if gap:
+        rules.append((col.is_null() & pl.col(GAP_PREFIX + column), column, NONEXISTENT_LOCAL_TIME))
     if parsed_from_text:
         rules.append((col.is_null() & pl.col(_RAW + column).is_not_null(), column, UNPARSEABLE_TIMESTAMP))
     rules.append((col > pl.lit(limit, dtype=TS), column, FUTURE_TIMESTAMP))

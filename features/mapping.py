@@ -32,6 +32,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from features.contract import (
+    GAP_PREFIX,
     RAW_PREFIX,
     REASON,
     REASON_COLUMN,
@@ -40,6 +41,7 @@ from features.contract import (
     BadInput,
     TimeFormat,
     check_layout,
+    nonexistent_local_time,
     numeric_expr,
     origin_column,
     require_columns,
@@ -1053,6 +1055,7 @@ def _apply_events(mapping: Mapping[str, Any], tables: Mapping[str, pl.LazyFrame 
                 _timestamp_expr(at, schema[at], fmt).alias(OCCURRED_AT),
                 (pl.col(at).cast(pl.String) if isinstance(schema[at], pl.String) else pl.lit(None, dtype=pl.String)
                  ).alias(RAW_PREFIX + OCCURRED_AT),
+                nonexistent_local_time(at, schema[at], fmt).alias(GAP_PREFIX + OCCURRED_AT),
                 kind_expr.alias(EVENT_TYPE)]
         if with_value:
             value = spec["value"]

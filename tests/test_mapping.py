@@ -491,6 +491,31 @@ def test_numbers_written_with_a_decimal_comma_are_read_with_csv_decimal(tmp_path
         load_mapping(m)
 
 
+def test_a_wall_clock_time_its_zone_skips_is_quarantined_saying_so(tmp_path: Path) -> None:
+    """02:30 on the night Berlin's clocks go forward does not exist there: the row is quarantined for that, in the
+    leads (parsed by the contract) and in the events (parsed by the mapping), while a text that is no time at all
+    stays "unparseable"; the same wall-clock time in UTC is fine."""
+    leads = ("Lead Id;Signup;Visits;Outcome\nL1;29.03.2025 02:30;1;yes\nL2;30.03.2025 02:30;1;no\n"
+             "L3;kein Datum;1;no\nL4;30.03.2025 03:30;2;no\nL5;31.03.2025 09:00;3;yes\n")
+    events = "Lead Id;At;Typ\nL1;30/03/2025 02:15;meeting\nL4;30/03/2025 04:15;meeting\nL5;31/03/2025 10:00;meeting\n"
+    m = good_mapping(csv_export(tmp_path, leads))
+    m["leads"]["created_at"] = {"column": "Signup", "format": "%d.%m.%Y %H:%M", "timezone": "Europe/Berlin"}
+    m["events"] = {"path": str(csv_export(tmp_path, events, "events.csv")), "lead_id": "Lead Id",
+                   "occurred_at": {"column": "At", "format": "%d/%m/%Y %H:%M", "timezone": "Europe/Berlin"},
+                   "event_type": "Typ"}
+    run(write_mapping(tmp_path, m), tmp_path / "out", report=None, params=PARAMS)
+    q = pl.read_csv(tmp_path / "out" / "quarantine.csv")
+    reasons = {(t, r, c): why for t, r, c, why in q.select("table", "row", "column", "reason").iter_rows()}
+    assert reasons[("leads", 2, "Signup")] == C.NONEXISTENT_LOCAL_TIME
+    assert reasons[("leads", 3, "Signup")] == C.UNPARSEABLE_TIMESTAMP
+    assert reasons[("events", 1, "At")] == C.NONEXISTENT_LOCAL_TIME
+    assert set(pl.read_parquet(tmp_path / "out" / "events.parquet")["lead_id"]) == {"L4", "L5"}
+    m["leads"]["created_at"]["timezone"] = "UTC"
+    run(write_mapping(tmp_path, m), tmp_path / "out2", report=None, params=PARAMS)
+    q2 = pl.read_csv(tmp_path / "out2" / "quarantine.csv").filter(pl.col("table") == "leads")
+    assert q2.select("row", "reason").rows() == [(3, C.UNPARSEABLE_TIMESTAMP)]
+
+
 def test_validate_writes_nothing_and_print_report_reads_well(tmp_path: Path) -> None:
     leads = csv_export(tmp_path, GOOD_CSV)
     source = write_mapping(tmp_path, good_mapping(tmp_path / "elsewhere.csv"))
