@@ -204,14 +204,13 @@ def _day_end(day_start: pl.Expr, how: TimeFormat) -> pl.Expr:
     return day_start + _END_OF_DAY if how.end_of_day else day_start
 
 
-def nonexistent_local_time(column: str, dtype: pl.DataType, fmt: TimeFormat | None) -> pl.Expr:
+def nonexistent_local_time(column: str, dtype: pl.DataType, fmt: TimeFormat | None) -> pl.Expr | None:
     """True where `column` is a wall-clock time its zone skips (02:30 on the night clocks go forward): it parses in
-    UTC but not in its zone. False where the zone has no such gap or the column needs no parsing."""
+    UTC but not in its zone. None where no value can be one: UTC, epoch times, or a column that needs no parsing."""
     if fmt is None or fmt.timezone == "UTC" or not _needs_parse(dtype, None) or fmt.format in EPOCH_FORMATS:
-        return pl.lit(False)
-    as_utc = TimeFormat(format=fmt.format, timezone="UTC", end_of_day=fmt.end_of_day)
-    return (timestamp_expr(column, dtype, fmt).is_null() & timestamp_expr(column, dtype, as_utc).is_not_null()
-            ).fill_null(False)
+        return None
+    in_utc = timestamp_expr(column, dtype, replace(fmt, timezone="UTC"))
+    return (timestamp_expr(column, dtype, fmt).is_null() & in_utc.is_not_null()).fill_null(False)
 
 
 def _localise(naive: pl.Expr, zone: str) -> pl.Expr:
@@ -298,14 +297,15 @@ def annotate_leads(
     for c in numeric:
         parsed[c] = (names.get(c, c), False)
     keep = [c for c in passthrough if c not in {LEAD_ID, CREATED_AT, *categorical, *numeric}]
-    gap = nonexistent_local_time(CREATED_AT, schema[CREATED_AT], time_format).alias(GAP_PREFIX + CREATED_AT)
-    frame = frame.select(pl.col(ROW), *_pre_reason(schema), *raws, *typed, *[pl.col(c) for c in keep], gap)
+    gap = nonexistent_local_time(CREATED_AT, schema[CREATED_AT], time_format)
+    frame = frame.select(pl.col(ROW), *_pre_reason(schema), *raws, *typed, *[pl.col(c) for c in keep],
+                         *([gap.alias(GAP_PREFIX + CREATED_AT)] if gap is not None else []))
 
     lid = pl.col(LEAD_ID)
     rules: list[tuple[pl.Expr, str, str]] = [
         (lid.is_null(), LEAD_ID, MISSING_LEAD_ID),
         (_duplicated(), LEAD_ID, DUPLICATE_LEAD_ID),
-        *_timestamp_rules(CREATED_AT, limit, required=True, schema=schema, gap=True),
+        *_timestamp_rules(CREATED_AT, limit, required=True, schema=schema, gap=gap is not None),
     ]
     if legacy_score:
         score = pl.col(LEGACY_SCORE)

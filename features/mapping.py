@@ -840,8 +840,8 @@ def _require_derived(present: list[str], needed: list[str], derive: Mapping[str,
         if col not in present and col in derive:
             roots = sorted(set(pl.sql_expr(derive[col]).meta.root_names()) - set(present))
             raise BadInput(file, f"missing column needed as {what} {col!r}, which the mapping derives "
-                                 f"(leads.derive.{col}) from {', '.join(map(repr, roots))}", column=roots[0] if roots
-                           else col)
+                                 f"(leads.derive.{col}) from {', '.join(map(repr, roots))}",
+                           column=roots[0] if roots else col)
 
 
 def _prepare(frame: pl.LazyFrame | pl.DataFrame, spec: Mapping[str, Any], mapping: Mapping[str, Any], file: str,
@@ -1055,7 +1055,7 @@ def _apply_events(mapping: Mapping[str, Any], tables: Mapping[str, pl.LazyFrame 
                 _timestamp_expr(at, schema[at], fmt).alias(OCCURRED_AT),
                 (pl.col(at).cast(pl.String) if isinstance(schema[at], pl.String) else pl.lit(None, dtype=pl.String)
                  ).alias(RAW_PREFIX + OCCURRED_AT),
-                nonexistent_local_time(at, schema[at], fmt).alias(GAP_PREFIX + OCCURRED_AT),
+                _gap_flag(at, schema[at], fmt),
                 kind_expr.alias(EVENT_TYPE)]
         if with_value:
             value = spec["value"]
@@ -1094,6 +1094,13 @@ def _outcomes_from_target(leads: pl.LazyFrame, target: Mapping[str, Any], lid_or
     )
     origins = {LEAD_ID: lid_origin, CONVERTED: col, **({CONVERTED_AT: at["column"]} if at else {})}
     return frame, origins, at["time_format"] if at else None
+
+
+def _gap_flag(column: str, dtype: pl.DataType, fmt: TimeFormat) -> pl.Expr:
+    """The contract's per-row flag of a time its zone skips; every source carries it (False where none can be), so
+    that several sources union into one shape."""
+    gap = nonexistent_local_time(column, dtype, fmt)
+    return (pl.lit(False) if gap is None else gap).alias(GAP_PREFIX + OCCURRED_AT)
 
 
 def _conversion_time(column: str, converted: pl.Expr | None) -> pl.Expr:

@@ -585,13 +585,18 @@ def main(argv: list[str] | None = None) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _load(source: Path, *, require_target: bool = True) -> dict[str, Any]:
+def read_mapping_yaml(source: Path) -> Any:
+    """A mapping file's YAML as parsed, not yet validated; missing or broken is bad input naming it."""
     try:
-        raw = yaml.safe_load(Path(source).read_text())
+        return yaml.safe_load(Path(source).read_text())
     except FileNotFoundError:
         raise BadInput(source, "source mapping not found") from None
     except yaml.YAMLError as e:
         raise BadInput(source, f"not valid YAML: {e}") from None
+
+
+def _load(source: Path, *, require_target: bool = True) -> dict[str, Any]:
+    raw = read_mapping_yaml(source)
     with _located(str(source)):
         return load_mapping(raw, origin=str(source), require_target=require_target)
 

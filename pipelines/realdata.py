@@ -29,18 +29,13 @@ from models.threshold import choose_threshold, period_weeks, policy_inputs
 from pipelines import assess, calibrate, calibrator, evaluate, explain, ingest, train
 from pipelines.bundle import load_bundle, write_manifest
 from pipelines.featurize import featurize
-from pipelines.io import BadInput, load_params, params_file, read_json, write_frame, write_json, write_text
+from pipelines.io import load_params, params_file, read_json, write_frame, write_json, write_text
 
 
 def mapping_overrides(source: Path) -> dict[str, Any]:
     """The mapping's own `params:` section (section -> values), empty when it has none. A missing or broken mapping
     is bad input naming it (the first thing run-source and source-params read)."""
-    try:
-        raw = yaml.safe_load(Path(source).read_text())
-    except FileNotFoundError:
-        raise BadInput(source, "source mapping not found") from None
-    except yaml.YAMLError as e:
-        raise BadInput(source, f"not valid YAML: {e}") from None
+    raw = ingest.read_mapping_yaml(source)
     return (raw.get("params") if isinstance(raw, dict) else None) or {}
 
 
